@@ -1,0 +1,4 @@
+//! Everything the agent does to its host goes through these modules, one per external system.
+
+pub mod files;
+pub mod metrics;

@@ -1,0 +1,81 @@
+//! `gatehousectl`: the command line for the gatehouse admin API. Wiring only; each command
+//! group lives in its own module.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Manage a gatehouse fleet: join tokens, agents, API tokens and the audit log.
+///
+/// Connects to the controller's local admin socket by default (as root on the controller host),
+/// or over TLS with --controller, --ca-file and an API token.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The admin API over TLS, https://HOST[:7444].
+    #[arg(long, global = true, env = "GATEHOUSE_CONTROLLER")]
+    controller: Option<String>,
+    /// The controller CA certificate (PEM), required with --controller.
+    #[arg(long, global = true, env = "GATEHOUSE_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// An API token (gha_…), required with --controller.
+    #[arg(long, global = true, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The controller's local admin socket.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEHOUSE_SOCKET",
+        default_value = "/run/gatehouse-controller/admin.sock"
+    )]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One-time join tokens for enrolling agents.
+    #[command(subcommand)]
+    Token(commands::TokenCommand),
+    /// Enrolled agents.
+    #[command(subcommand)]
+    Agents(commands::AgentsCommand),
+    /// API tokens for the admin API.
+    #[command(subcommand)]
+    Apitoken(commands::ApiTokenCommand),
+    /// The audit log of every change.
+    #[command(subcommand)]
+    Audit(commands::AuditCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehousectl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

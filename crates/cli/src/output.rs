@@ -1,0 +1,75 @@
+//! Printing: aligned tables for people, JSON for scripts, and readable times.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Prints rows under a header, columns padded to the widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Prints JSON.
+pub fn json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialise")
+    );
+}
+
+/// A Unix time as RFC 3339, or "-" for 0.
+pub fn time(unix: i64) -> String {
+    if unix <= 0 {
+        return "-".into();
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix as u64)).to_string()
+}
+
+/// A Unix time as "5m ago" / "in 1h", or "-" for 0.
+pub fn relative(unix: i64, now: i64) -> String {
+    if unix <= 0 {
+        return "-".into();
+    }
+    let d = (now - unix).unsigned_abs();
+    let text = humantime::format_duration(Duration::from_secs(d)).to_string();
+    let short = text.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    if unix <= now {
+        format!("{short} ago")
+    } else {
+        format!("in {short}")
+    }
+}
+
+/// Bytes in binary units.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,540 @@
+//! The admin gRPC service. Callers are root on the local Unix socket, or bearer API tokens over
+//! TLS with a role. Every mutating call is written to the audit log, refusals included.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_proto::names::{Role, validate_labels};
+use gatehouse_proto::v1::admin_service_server::AdminService;
+use gatehouse_proto::v1::*;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::secrets::{API_PREFIX, JOIN_PREFIX, Token, random_id};
+use crate::store::{AgentRow, ApiTokenRow, AuditRow, JoinTokenRow};
+use crate::{Shared, now};
+
+/// The default join token lifetime.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The longest join token lifetime.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Who made a call.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// A local process on the admin socket.
+    Local { uid: u32 },
+    /// An API token.
+    Token {
+        id: String,
+        name: String,
+        role: Role,
+    },
+    /// The controller itself (dev mode set-up).
+    Controller,
+}
+
+impl Actor {
+    fn role(&self) -> Role {
+        match self {
+            Actor::Local { .. } | Actor::Controller => Role::Admin,
+            Actor::Token { role, .. } => *role,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Actor::Local { uid } => format!("local:uid={uid}"),
+            Actor::Token { id, name, role } => format!("token:{id} ({name}, {role})"),
+            Actor::Controller => "controller".into(),
+        }
+    }
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    shared: Arc<Shared>,
+}
+
+impl AdminApi {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Identifies the caller; it must hold at least `need`.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Actor, Status> {
+        if let Some(uds) = request.extensions().get::<UdsConnectInfo>() {
+            let uid = uds
+                .peer_cred
+                .map(|c| c.uid())
+                .ok_or_else(|| Status::unauthenticated("cannot tell who is on the admin socket"))?;
+            let me = nix::unistd::geteuid().as_raw();
+            if uid != 0 && uid != me {
+                return Err(Status::permission_denied(
+                    "the admin socket is for root (or the controller's own user)",
+                ));
+            }
+            return Ok(Actor::Local { uid });
+        }
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "an API token is required: pass --token or set GATEHOUSE_TOKEN",
+                )
+            })?;
+        let text = header.strip_prefix("Bearer ").ok_or_else(|| {
+            Status::unauthenticated("the authorization header must be `Bearer <token>`")
+        })?;
+        let token = Token::parse(API_PREFIX, text).map_err(Status::unauthenticated)?;
+        let row = self
+            .shared
+            .store
+            .api_token_get(&token.id)
+            .await?
+            .filter(|r| token.matches(&r.secret_hash))
+            .ok_or_else(|| Status::unauthenticated("unknown API token"))?;
+        if row.revoked_at.is_some() {
+            return Err(Status::unauthenticated("this API token was revoked"));
+        }
+        let role: Role = row
+            .role
+            .parse()
+            .map_err(|_| Status::internal("stored token role is damaged"))?;
+        self.shared.store.api_token_touch(&row.id, now()).await?;
+        Ok(Actor::Token {
+            id: row.id,
+            name: row.name,
+            role,
+        })
+    }
+
+    async fn read<T>(&self, request: &Request<T>) -> Result<Actor, Status> {
+        self.caller(request).await
+    }
+
+    /// Authorizes a mutation and audits it, whatever the outcome.
+    async fn mutate<T, R, F>(
+        &self,
+        request: &Request<T>,
+        need: Role,
+        action: &str,
+        target: &str,
+        work: F,
+    ) -> Result<R, Status>
+    where
+        F: std::future::Future<Output = Result<R, Status>>,
+    {
+        let actor = self.caller(request).await?;
+        let result = if actor.role() < need {
+            Err(Status::permission_denied(format!(
+                "role {} cannot {action}: it needs {need} or above",
+                actor.role()
+            )))
+        } else {
+            work.await
+        };
+        self.audit(&actor, action, target, &result).await;
+        result
+    }
+
+    async fn audit<R>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        result: &Result<R, Status>,
+    ) {
+        audit(
+            &self.shared,
+            actor,
+            action,
+            target,
+            result.as_ref().err().map(|s| s.message()),
+        )
+        .await;
+    }
+}
+
+/// Writes an audit entry; a failure to write is logged, never hidden.
+pub async fn audit(
+    shared: &Shared,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    error: Option<&str>,
+) {
+    let entry = AuditRow {
+        at_ms: now_ms(),
+        actor: actor.label(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        result: error.map_or_else(|| "ok".to_owned(), |e| format!("error: {e}")),
+    };
+    info!(actor = %entry.actor, action, target, result = %entry.result, "audit");
+    if let Err(e) = shared.store.audit_insert(&random_id(20), &entry).await {
+        tracing::error!("cannot write the audit log: {e}");
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Creates a join token (used by the API and by dev mode).
+pub async fn create_join_token(
+    shared: &Shared,
+    token: &Token,
+    ttl: Duration,
+    labels: BTreeMap<String, String>,
+) -> Result<JoinTokenRow, Status> {
+    if ttl > MAX_TOKEN_TTL {
+        return Err(Status::invalid_argument("ttl: at most 30 days"));
+    }
+    let now = now();
+    let row = JoinTokenRow {
+        id: token.id.clone(),
+        secret_hash: token.secret_hash(),
+        labels,
+        created_at: now,
+        expires_at: now + ttl.as_secs() as i64,
+        used_at: None,
+        used_by: None,
+        revoked_at: None,
+    };
+    shared.store.join_token_insert(&row).await?;
+    Ok(row)
+}
+
+/// Creates an API token (used by the API and by dev mode).
+pub async fn create_api_token(
+    shared: &Shared,
+    name: &str,
+    role: Role,
+) -> Result<(Token, ApiTokenRow), Status> {
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(
+            "name: 1 to 64 printable characters",
+        ));
+    }
+    let token = Token::generate(API_PREFIX);
+    let row = ApiTokenRow {
+        id: token.id.clone(),
+        name: name.to_owned(),
+        role: role.as_str().to_owned(),
+        secret_hash: token.secret_hash(),
+        created_at: now(),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    shared.store.api_token_insert(&row).await?;
+    Ok((token, row))
+}
+
+fn join_token_view(row: &JoinTokenRow, now: i64) -> JoinToken {
+    JoinToken {
+        id: row.id.clone(),
+        labels: row.labels.clone().into_iter().collect(),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        used_at: row.used_at.unwrap_or(0),
+        used_by_agent: row.used_by.clone().unwrap_or_default(),
+        revoked_at: row.revoked_at.unwrap_or(0),
+        state: row.state(now).to_owned(),
+    }
+}
+
+fn api_token_view(row: &ApiTokenRow) -> ApiToken {
+    ApiToken {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        role: row.role.clone(),
+        created_at: row.created_at,
+        revoked_at: row.revoked_at.unwrap_or(0),
+        last_used_at: row.last_used_at.unwrap_or(0),
+    }
+}
+
+impl AdminApi {
+    fn agent_view(&self, row: AgentRow, desired_generation: u64) -> Agent {
+        let live = self.shared.fleet.view(&row.id);
+        let now = now();
+        let window = 3 * self.shared.config.report_interval.as_secs() as i64 + 5;
+        let last_seen = live.last_seen.or(row.last_seen_at).unwrap_or(0);
+        let status = if row.revoked_at.is_some() {
+            "revoked"
+        } else if live.connected_since.is_some() && now - last_seen <= window {
+            "online"
+        } else {
+            "offline"
+        };
+        Agent {
+            id: row.id,
+            hostname: row.hostname,
+            labels: row.labels.into_iter().collect(),
+            enrolled_at: row.enrolled_at,
+            revoked_at: row.revoked_at.unwrap_or(0),
+            status: status.into(),
+            last_seen_at: last_seen,
+            connected_since: live.connected_since.unwrap_or(0),
+            sessions: live.sessions,
+            desired_generation,
+            applied_generation: row.applied_generation,
+            version: row.version,
+            facts: row.facts,
+            metrics: live.metrics,
+            metrics_sampled_at: live.metrics_sampled_at,
+            certificate_serial: row.cert_serial,
+            certificate_not_after: row.cert_not_after,
+        }
+    }
+
+    async fn agent_by_id(&self, id: &str) -> Result<Agent, Status> {
+        let row = self.shared.store.agent_get(id).await?.ok_or_else(|| {
+            Status::not_found(format!("no agent {id:?}: see gatehousectl agents list"))
+        })?;
+        let generation = self
+            .shared
+            .store
+            .desired_latest(id)
+            .await?
+            .map_or(0, |d| d.generation);
+        Ok(self.agent_view(row, generation))
+    }
+}
+
+fn agent_id_arg(id: &str) -> Result<String, Status> {
+    id.parse::<gatehouse_proto::names::AgentId>()
+        .map(|a| a.to_string())
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn create_join_token(
+        &self,
+        request: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<CreateJoinTokenResponse>, Status> {
+        let req = request.get_ref();
+        let ttl = match req.ttl_seconds {
+            0 => DEFAULT_TOKEN_TTL,
+            s => Duration::from_secs(s),
+        };
+        let labels =
+            validate_labels(&req.labels).map_err(|e| Status::invalid_argument(e.to_string()));
+        let token = Token::generate(JOIN_PREFIX);
+        let target = format!("join-token:{}", token.id);
+        let result = self
+            .mutate(&request, Role::Operator, "token.create", &target, async {
+                let row = create_join_token(&self.shared, &token, ttl, labels?).await?;
+                Ok(CreateJoinTokenResponse {
+                    token: token.reveal(),
+                    info: Some(join_token_view(&row, now())),
+                })
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn list_join_tokens(
+        &self,
+        request: Request<ListJoinTokensRequest>,
+    ) -> Result<Response<ListJoinTokensResponse>, Status> {
+        self.read(&request).await?;
+        let now = now();
+        let tokens = self.shared.store.join_token_list().await?;
+        Ok(Response::new(ListJoinTokensResponse {
+            tokens: tokens.iter().map(|t| join_token_view(t, now)).collect(),
+        }))
+    }
+
+    async fn revoke_join_token(
+        &self,
+        request: Request<RevokeJoinTokenRequest>,
+    ) -> Result<Response<RevokeJoinTokenResponse>, Status> {
+        let id = request.get_ref().id.clone();
+        let target = format!("join-token:{id}");
+        let shared = self.shared.clone();
+        let result = self
+            .mutate(&request, Role::Operator, "token.revoke", &target, async {
+                if shared.store.join_token_get(&id).await?.is_none() {
+                    return Err(Status::not_found(format!(
+                        "no join token {id:?}: see gatehousectl token list"
+                    )));
+                }
+                let row = shared.store.join_token_revoke(&id, now()).await?;
+                Ok(RevokeJoinTokenResponse {
+                    token: Some(join_token_view(&row, now())),
+                })
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        self.read(&request).await?;
+        let rows = self.shared.store.agent_list().await?;
+        let mut agents = Vec::with_capacity(rows.len());
+        for row in rows {
+            let generation = self
+                .shared
+                .store
+                .desired_latest(&row.id)
+                .await?
+                .map_or(0, |d| d.generation);
+            agents.push(self.agent_view(row, generation));
+        }
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    async fn get_agent(
+        &self,
+        request: Request<GetAgentRequest>,
+    ) -> Result<Response<Agent>, Status> {
+        self.read(&request).await?;
+        let id = agent_id_arg(&request.get_ref().id)?;
+        Ok(Response::new(self.agent_by_id(&id).await?))
+    }
+
+    async fn revoke_agent(
+        &self,
+        request: Request<RevokeAgentRequest>,
+    ) -> Result<Response<Agent>, Status> {
+        let id = request.get_ref().id.clone();
+        let target = format!("agent:{id}");
+        let result = self
+            .mutate(&request, Role::Operator, "agent.revoke", &target, async {
+                let id = agent_id_arg(&id)?;
+                self.agent_by_id(&id).await?;
+                self.shared.store.agent_revoke(&id, now()).await?;
+                // Refuse the next handshake and close the open stream now.
+                self.shared.revoked.insert(&id);
+                self.shared.fleet.disconnect(&id);
+                self.agent_by_id(&id).await
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn set_agent_labels(
+        &self,
+        request: Request<SetAgentLabelsRequest>,
+    ) -> Result<Response<Agent>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("agent:{}", req.id);
+        let result = self
+            .mutate(&request, Role::Operator, "agent.label", &target, async {
+                let id = agent_id_arg(&req.id)?;
+                let labels = validate_labels(&req.labels)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.agent_by_id(&id).await?;
+                let store = &self.shared.store;
+                store.agent_set_labels(&id, &labels).await?;
+                let mut next = store
+                    .desired_latest(&id)
+                    .await?
+                    .map(|d| d.state)
+                    .unwrap_or_default();
+                next.labels = labels.into_iter().collect();
+                store.desired_push(&id, next, now()).await?;
+                self.shared.fleet.desired_changed(&id);
+                self.agent_by_id(&id).await
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn create_api_token(
+        &self,
+        request: Request<CreateApiTokenRequest>,
+    ) -> Result<Response<CreateApiTokenResponse>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("api-token:{}", req.name);
+        let shared = self.shared.clone();
+        let result = self
+            .mutate(&request, Role::Admin, "apitoken.create", &target, async {
+                let role: Role =
+                    req.role
+                        .parse()
+                        .map_err(|e: gatehouse_proto::names::NameError| {
+                            Status::invalid_argument(e.to_string())
+                        })?;
+                let (token, row) = create_api_token(&shared, &req.name, role).await?;
+                Ok(CreateApiTokenResponse {
+                    token: token.reveal(),
+                    info: Some(api_token_view(&row)),
+                })
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn list_api_tokens(
+        &self,
+        request: Request<ListApiTokensRequest>,
+    ) -> Result<Response<ListApiTokensResponse>, Status> {
+        self.read(&request).await?;
+        let tokens = self.shared.store.api_token_list().await?;
+        Ok(Response::new(ListApiTokensResponse {
+            tokens: tokens.iter().map(api_token_view).collect(),
+        }))
+    }
+
+    async fn revoke_api_token(
+        &self,
+        request: Request<RevokeApiTokenRequest>,
+    ) -> Result<Response<RevokeApiTokenResponse>, Status> {
+        let id = request.get_ref().id.clone();
+        let target = format!("api-token:{id}");
+        let shared = self.shared.clone();
+        let result = self
+            .mutate(&request, Role::Admin, "apitoken.revoke", &target, async {
+                if shared.store.api_token_get(&id).await?.is_none() {
+                    return Err(Status::not_found(format!(
+                        "no API token {id:?}: see gatehousectl apitoken list"
+                    )));
+                }
+                let row = shared.store.api_token_revoke(&id, now()).await?;
+                Ok(RevokeApiTokenResponse {
+                    token: Some(api_token_view(&row)),
+                })
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditResponse>, Status> {
+        self.read(&request).await?;
+        let limit = match request.get_ref().limit {
+            0 => 100,
+            n => n.min(10_000),
+        };
+        let entries = self.shared.store.audit_list(limit).await?;
+        Ok(Response::new(ListAuditResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| AuditEntry {
+                    at_ms: e.at_ms,
+                    actor: e.actor,
+                    action: e.action,
+                    target: e.target,
+                    result: e.result,
+                })
+                .collect(),
+        }))
+    }
+}

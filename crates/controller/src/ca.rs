@@ -1,0 +1,259 @@
+//! The internal CA that identifies agents and the controller: created on first start, its key
+//! sealed with the master key in the store. Issues agent client certificates from CSRs (the
+//! agent's key never leaves its host) and the controller's own server certificate.
+
+use std::time::Duration;
+
+use gatehouse_agent::pki::{self, CertInfo};
+use gatehouse_proto::names::AgentId;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::secrets::MasterKey;
+use crate::store::{Store, StoreError};
+
+const KV_NAME: &str = "ca.identity";
+const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const SERVER_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The CA could not be loaded, or a certificate not issued.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("the stored CA is damaged: {0}")]
+    Damaged(String),
+    #[error("the CSR is not usable: {0}")]
+    BadCsr(String),
+    #[error("cannot sign: {0}")]
+    Sign(#[from] rcgen::Error),
+    #[error("invalid server name {name:?} for the controller certificate: {detail}")]
+    ServerName { name: String, detail: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCa {
+    cert_pem: String,
+    /// PKCS#8 PEM, sealed with the master key.
+    key_sealed: String,
+}
+
+/// A freshly issued certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub pem: String,
+    pub info: CertInfo,
+}
+
+/// The identity CA.
+pub struct AgentCa {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    hash: String,
+}
+
+impl std::fmt::Debug for AgentCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCa").field("hash", &self.hash).finish()
+    }
+}
+
+fn at(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system RNG works");
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+impl AgentCa {
+    /// Loads the CA from the store, creating it the first time.
+    pub async fn load_or_create(store: &Store, key: &MasterKey, now: i64) -> Result<Self, CaError> {
+        let stored = match store.kv_get(KV_NAME).await? {
+            Some(text) => text,
+            None => {
+                let fresh = Self::create(key, now)?;
+                store.kv_insert_if_absent(KV_NAME, &fresh, now).await?
+            }
+        };
+        let stored: StoredCa =
+            serde_json::from_str(&stored).map_err(|e| CaError::Damaged(e.to_string()))?;
+        let key_pem = key.open(KV_NAME, &stored.key_sealed)?;
+        let key_pem = String::from_utf8(key_pem).map_err(|e| CaError::Damaged(e.to_string()))?;
+        let key_pair = KeyPair::from_pem(&key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&stored.cert_pem, key_pair)?;
+        let cert_der = pki::certs_from_pem(&stored.cert_pem)
+            .map_err(|e| CaError::Damaged(e.to_string()))?
+            .remove(0);
+        let hash = pki::spki_hash(&cert_der).map_err(|e| CaError::Damaged(e.to_string()))?;
+        Ok(Self {
+            issuer,
+            cert_pem: stored.cert_pem,
+            cert_der,
+            hash,
+        })
+    }
+
+    fn create(key: &MasterKey, now: i64) -> Result<String, CaError> {
+        let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "gatehouse identity CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = at(now - 3600);
+        params.not_after = at(now + CA_LIFETIME.as_secs() as i64);
+        params.serial_number = Some(random_serial());
+        let cert = params.self_signed(&key_pair)?;
+        let stored = StoredCa {
+            cert_pem: cert.pem(),
+            key_sealed: key.seal(KV_NAME, key_pair.serialize_pem().as_bytes()),
+        };
+        Ok(serde_json::to_string(&stored).expect("serialisable"))
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// The pin agents give to `enroll --ca-hash`.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Issues a client certificate for `agent` for the key in `csr_der`. Only the CSR's public
+    /// key is used (its signature is checked); the controller decides every name.
+    pub fn issue_agent(
+        &self,
+        csr_der: &[u8],
+        agent: &AgentId,
+        lifetime: Duration,
+        now: i64,
+    ) -> Result<Issued, CaError> {
+        let csr = CertificateSigningRequestParams::from_der(&csr_der.into())
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, agent.as_str());
+        params.subject_alt_names = vec![SanType::URI(
+            agent.uri().try_into().expect("an agent URI is ASCII"),
+        )];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // Allow a little clock skew, less for very short test lifetimes.
+        let skew = (lifetime.as_secs() / 10).min(60) as i64;
+        params.not_before = at(now - skew);
+        params.not_after = at(now + lifetime.as_secs() as i64);
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        let info = CertInfo::from_der(cert.der()).map_err(|e| CaError::Damaged(e.to_string()))?;
+        Ok(Issued {
+            pem: cert.pem(),
+            info,
+        })
+    }
+
+    /// A fresh key and server certificate for the controller's listeners, naming `names`
+    /// (DNS names or IP addresses). The chain ends with the CA so agents can pin it.
+    pub fn issue_server(
+        &self,
+        names: &[String],
+        now: i64,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "gatehouse controller");
+        for name in names {
+            let san = match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => {
+                    SanType::DnsName(name.as_str().try_into().map_err(|e: rcgen::Error| {
+                        CaError::ServerName {
+                            name: name.clone(),
+                            detail: e.to_string(),
+                        }
+                    })?)
+                }
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = at(now - 3600);
+        params.not_after = at(now + SERVER_LIFETIME.as_secs() as i64);
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let chain = vec![cert.der().clone(), self.cert_der.clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok((chain, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_agent::identity::PendingKey;
+
+    #[tokio::test]
+    async fn issues_agent_certificates_from_csrs() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db").display());
+        let store = Store::open(&url).await.unwrap();
+        let key = MasterKey::random();
+        let ca = AgentCa::load_or_create(&store, &key, 1_700_000_000)
+            .await
+            .unwrap();
+        // The second load finds the same CA.
+        let again = AgentCa::load_or_create(&store, &key, 1_700_000_000)
+            .await
+            .unwrap();
+        assert_eq!(ca.hash(), again.hash());
+        // With another master key the sealed CA key cannot be opened.
+        assert!(
+            AgentCa::load_or_create(&store, &MasterKey::random(), 0)
+                .await
+                .is_err()
+        );
+        // The key is not stored in the clear.
+        let raw = store.kv_get(KV_NAME).await.unwrap().unwrap();
+        assert!(!raw.contains("PRIVATE KEY"));
+
+        let pending = PendingKey::generate().unwrap();
+        let id: AgentId = "abcdefgh01234567".parse().unwrap();
+        let now = gatehouse_agent::now_unix();
+        let issued = ca
+            .issue_agent(&pending.csr_der, &id, Duration::from_secs(3600), now)
+            .unwrap();
+        assert_eq!(issued.info.agent_id.as_ref(), Some(&id));
+        assert_eq!(issued.info.not_after, now + 3600);
+        let identity = pending.complete(&issued.pem).unwrap();
+        assert_eq!(identity.agent_id, id);
+
+        let err = ca
+            .issue_agent(b"garbage", &id, Duration::from_secs(60), now)
+            .unwrap_err();
+        assert!(matches!(err, CaError::BadCsr(_)), "{err}");
+    }
+}

@@ -1,0 +1,212 @@
+//! `controller.toml`: parsed once into a validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The controller's default config file.
+pub const DEFAULT_CONFIG: &str = "/etc/gatehouse/controller.toml";
+
+/// The config file could not be used. The message names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    agent_listen: Option<String>,
+    admin_listen: Option<String>,
+    admin_socket: Option<PathBuf>,
+    server_names: Option<Vec<String>>,
+    master_key_file: Option<PathBuf>,
+    agent_cert_lifetime: Option<String>,
+    agent_cert_grace: Option<String>,
+    report_interval: Option<String>,
+}
+
+/// The controller's validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`.
+    pub database: String,
+    pub agent_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub admin_socket: PathBuf,
+    /// Names (DNS or IP) in the controller's server certificate: what agents dial.
+    pub server_names: Vec<String>,
+    pub master_key_file: PathBuf,
+    pub agent_cert_lifetime: Duration,
+    pub agent_cert_grace: Duration,
+    pub report_interval: Duration,
+}
+
+impl Config {
+    /// Defaults with all state under `data_dir`.
+    pub fn with_data_dir(data_dir: &Path) -> Self {
+        Self {
+            database: format!("sqlite://{}", data_dir.join("gatehouse.db").display()),
+            agent_listen: "0.0.0.0:7443".parse().expect("valid"),
+            admin_listen: "0.0.0.0:7444".parse().expect("valid"),
+            admin_socket: PathBuf::from("/run/gatehouse-controller/admin.sock"),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            master_key_file: data_dir.join("master.key"),
+            agent_cert_lifetime: Duration::from_secs(7 * 24 * 3600),
+            agent_cert_grace: Duration::from_secs(30 * 24 * 3600),
+            report_interval: Duration::from_secs(30),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// Reads `path`; a missing file is an error only when `required`.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let field = |field, message: String| ConfigError::Field {
+            path: path.to_owned(),
+            field,
+            message,
+        };
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/gatehouse-controller"));
+        if !data_dir.is_absolute() {
+            return Err(field("data_dir", "must be an absolute path".into()));
+        }
+        let mut c = Self::with_data_dir(&data_dir);
+        if let Some(db) = raw.database {
+            if !(db.starts_with("sqlite:")
+                || db.starts_with("postgres://")
+                || db.starts_with("postgresql://"))
+            {
+                return Err(field(
+                    "database",
+                    "must start with sqlite:// or postgres://".into(),
+                ));
+            }
+            c.database = db;
+        }
+        let addr = |name, text: String| {
+            text.parse::<SocketAddr>().map_err(|e| {
+                field(
+                    name,
+                    format!("{text:?} is not an address like 0.0.0.0:7443: {e}"),
+                )
+            })
+        };
+        if let Some(a) = raw.agent_listen {
+            c.agent_listen = addr("agent_listen", a)?;
+        }
+        if let Some(a) = raw.admin_listen {
+            c.admin_listen = addr("admin_listen", a)?;
+        }
+        if let Some(p) = raw.admin_socket {
+            c.admin_socket = p;
+        }
+        if let Some(names) = raw.server_names {
+            if names.is_empty() {
+                return Err(field(
+                    "server_names",
+                    "name at least one DNS name or address agents dial".into(),
+                ));
+            }
+            c.server_names = names;
+        }
+        if let Some(p) = raw.master_key_file {
+            c.master_key_file = p;
+        }
+        let duration = |name, text: String| {
+            humantime::parse_duration(&text).map_err(|e| {
+                field(
+                    name,
+                    format!("{text:?} is not a duration like 7d or 30s: {e}"),
+                )
+            })
+        };
+        if let Some(d) = raw.agent_cert_lifetime {
+            c.agent_cert_lifetime = duration("agent_cert_lifetime", d)?;
+            if c.agent_cert_lifetime < Duration::from_secs(10) {
+                return Err(field("agent_cert_lifetime", "must be at least 10s".into()));
+            }
+        }
+        if let Some(d) = raw.agent_cert_grace {
+            c.agent_cert_grace = duration("agent_cert_grace", d)?;
+        }
+        if let Some(d) = raw.report_interval {
+            c.report_interval = duration("report_interval", d)?;
+            if c.report_interval < Duration::from_secs(1) {
+                return Err(field("report_interval", "must be at least 1s".into()));
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_names_bad_fields() {
+        let p = Path::new("controller.toml");
+        let c = Config::parse(
+            p,
+            "data_dir = \"/srv/gh\"\nagent_cert_lifetime = \"1h\"\nserver_names = [\"ctl.example.com\"]",
+        )
+        .unwrap();
+        assert_eq!(c.database, "sqlite:///srv/gh/gatehouse.db");
+        assert_eq!(c.agent_cert_lifetime, Duration::from_secs(3600));
+        for (text, field) in [
+            ("agent_listen = \"nowhere\"", "`agent_listen`"),
+            ("database = \"mysql://x\"", "`database`"),
+            ("report_interval = \"0s\"", "`report_interval`"),
+            ("server_names = []", "`server_names`"),
+            ("data_dir = \"rel\"", "`data_dir`"),
+        ] {
+            let e = Config::parse(p, text).unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        assert!(
+            Config::parse(p, "unknown = 1")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown")
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! `gatehouse-controller dev`: a controller and one local agent in one process, no root needed,
+//! everything under one data directory (a temporary one unless `--data` is given).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gatehouse_agent::config::Config as AgentConfig;
+use gatehouse_agent::transport::ControllerUrl;
+use gatehouse_proto::names::Role;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin_api::{self, Actor};
+use crate::config::Config;
+use crate::secrets::{JOIN_PREFIX, Token};
+
+/// Dev mode's options.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Keep state here (kept after exit); `None`: a temporary directory, removed on exit.
+    pub data: Option<PathBuf>,
+    pub agent_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+}
+
+/// Runs dev mode until `shutdown`.
+pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let temp;
+    let data = match &options.data {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.canonicalize()?
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("gatehouse-dev-")
+                .tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    let mut config = Config::with_data_dir(&data.join("controller"));
+    config.agent_listen = options.agent_listen;
+    config.admin_listen = options.admin_listen;
+    config.admin_socket = data.join("admin.sock");
+    config.report_interval = Duration::from_secs(10);
+    let controller_stop = CancellationToken::new();
+    let running = crate::server::start(config, controller_stop.clone()).await?;
+    let shared = running.shared.clone();
+
+    // The local agent: every host path under the sandbox.
+    let agent_root = data.join("agent-root");
+    let mut agent_config = AgentConfig::with_root(&agent_root);
+    let url = ControllerUrl::parse(
+        &format!("https://127.0.0.1:{}", running.agent_addr.port()),
+        running.agent_addr.port(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    agent_config.controller = Some(url.clone());
+    if gatehouse_agent::identity::Identity::load(&agent_config.paths).is_err() {
+        let token = Token::generate(JOIN_PREFIX);
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("dev".to_owned(), "true".to_owned());
+        admin_api::create_join_token(&shared, &token, Duration::from_secs(300), labels).await?;
+        admin_api::audit(
+            &shared,
+            &Actor::Controller,
+            "token.create",
+            &format!("join-token:{}", token.id),
+            None,
+        )
+        .await;
+        let facts = gatehouse_agent::host::metrics::Sampler::new()
+            .map(|s| s.facts())
+            .unwrap_or_default();
+        gatehouse_agent::enroll::enroll(
+            &agent_config.paths,
+            &url,
+            &token.reveal(),
+            running.ca_hash(),
+            facts,
+        )
+        .await?;
+    }
+    let agent = gatehouse_agent::runtime::Agent::start(agent_config)?;
+    let agent_id = agent.agent_id();
+    let agent_stop = CancellationToken::new();
+    let agent_task = tokio::spawn(agent.run(agent_stop.clone()));
+
+    let (api_token, _) = admin_api::create_api_token(&shared, "dev", Role::Admin).await?;
+    admin_api::audit(
+        &shared,
+        &Actor::Controller,
+        "apitoken.create",
+        "api-token:dev",
+        None,
+    )
+    .await;
+
+    println!(
+        "\ngatehouse dev mode: a controller and one local agent, nothing needs root.\n\n\
+         \x20 data:         {data}{kept}\n\
+         \x20 agent port:   https://{agent_addr}   CA pin {hash}\n\
+         \x20 admin API:    https://{admin_addr}   (TLS, API token below)\n\
+         \x20 admin socket: {socket}\n\
+         \x20 local agent:  {agent_id}, host files under {root}\n\n\
+         Try, in another terminal:\n\n\
+         \x20 gatehousectl --socket {socket} agents list\n\n\
+         or over TLS with the dev admin token:\n\n\
+         \x20 gatehousectl --controller https://{admin_addr} --ca-file {ca} --token {token} agents list\n\n\
+         Enroll another agent on this machine:\n\n\
+         \x20 gatehousectl --socket {socket} token create\n\
+         \x20 gatehouse-agent enroll --controller https://{agent_addr} --ca-hash {hash} --token <token>\n\n\
+         Press Ctrl-C to stop.\n",
+        data = data.display(),
+        kept = if options.data.is_some() {
+            " (kept)"
+        } else {
+            " (temporary, removed on exit)"
+        },
+        agent_addr = running.agent_addr,
+        admin_addr = running.admin_addr,
+        hash = running.ca_hash(),
+        socket = running.admin_socket.display(),
+        root = agent_root.display(),
+        ca = running.ca_file.display(),
+        token = api_token.reveal(),
+    );
+
+    shutdown.cancelled().await;
+    agent_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
+    controller_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), running.wait()).await;
+    println!("gatehouse dev mode stopped.");
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The live view of the fleet, in memory: which agents have a stream open, their latest report,
+//! and one latest-wins "desired state changed" signal per agent (never a queue).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gatehouse_proto::v1::HostMetrics;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// What the controller knows of an agent right now.
+#[derive(Debug, Clone, Default)]
+pub struct LiveView {
+    pub connected_since: Option<i64>,
+    pub sessions: u64,
+    pub last_seen: Option<i64>,
+    pub metrics: Option<HostMetrics>,
+    pub metrics_sampled_at: i64,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    session: Option<Session>,
+    view: LiveView,
+    changed: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    cancel: CancellationToken,
+}
+
+/// A stream's registration; closing the stream hands it back with [`Fleet::close`].
+#[derive(Debug)]
+pub struct SessionTicket {
+    pub id: u64,
+    pub cancel: CancellationToken,
+    pub changed: Arc<Notify>,
+}
+
+/// The registry. Cheap operations under one mutex; nothing awaits while holding it.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    agents: Mutex<HashMap<String, Live>>,
+    next_session: std::sync::atomic::AtomicU64,
+}
+
+impl Fleet {
+    /// Registers a new stream for `agent`, ending any older one.
+    pub fn open(&self, agent: &str, now: i64) -> SessionTicket {
+        let id = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cancel = CancellationToken::new();
+        let mut agents = self.agents.lock().expect("fleet lock");
+        let live = agents.entry(agent.to_owned()).or_default();
+        if let Some(old) = live.session.replace(Session {
+            id,
+            cancel: cancel.clone(),
+        }) {
+            old.cancel.cancel();
+        }
+        live.view.connected_since = Some(now);
+        live.view.sessions += 1;
+        live.view.last_seen = Some(now);
+        SessionTicket {
+            id,
+            cancel,
+            changed: live.changed.clone(),
+        }
+    }
+
+    /// Unregisters a stream (if it is still the agent's current one).
+    pub fn close(&self, agent: &str, session: u64) {
+        let mut agents = self.agents.lock().expect("fleet lock");
+        if let Some(live) = agents.get_mut(agent)
+            && live.session.as_ref().is_some_and(|s| s.id == session)
+        {
+            live.session = None;
+            live.view.connected_since = None;
+        }
+    }
+
+    /// Records that the agent was heard from.
+    pub fn seen(&self, agent: &str, now: i64) {
+        if let Some(live) = self.agents.lock().expect("fleet lock").get_mut(agent) {
+            live.view.last_seen = Some(now);
+        }
+    }
+
+    /// Keeps the latest report (only the latest: memory stays bounded).
+    pub fn report(&self, agent: &str, metrics: HostMetrics, sampled_at: i64, now: i64) {
+        if let Some(live) = self.agents.lock().expect("fleet lock").get_mut(agent) {
+            live.view.last_seen = Some(now);
+            if sampled_at >= live.view.metrics_sampled_at {
+                live.view.metrics = Some(metrics);
+                live.view.metrics_sampled_at = sampled_at;
+            }
+        }
+    }
+
+    /// Tells the agent's stream that its desired state changed. Many changes before the stream
+    /// looks collapse into one wake-up, and the stream then sends only the newest generation.
+    pub fn desired_changed(&self, agent: &str) {
+        let mut agents = self.agents.lock().expect("fleet lock");
+        agents
+            .entry(agent.to_owned())
+            .or_default()
+            .changed
+            .notify_one();
+    }
+
+    /// Ends the agent's stream now (revocation).
+    pub fn disconnect(&self, agent: &str) {
+        if let Some(live) = self.agents.lock().expect("fleet lock").get_mut(agent)
+            && let Some(session) = &live.session
+        {
+            session.cancel.cancel();
+        }
+    }
+
+    /// Ends every stream (shutdown).
+    pub fn disconnect_all(&self) {
+        for live in self.agents.lock().expect("fleet lock").values() {
+            if let Some(session) = &live.session {
+                session.cancel.cancel();
+            }
+        }
+    }
+
+    /// A copy of what is known of `agent`.
+    pub fn view(&self, agent: &str) -> LiveView {
+        self.agents
+            .lock()
+            .expect("fleet lock")
+            .get(agent)
+            .map(|l| l.view.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_stream_ends_the_old_one() {
+        let fleet = Fleet::default();
+        let first = fleet.open("a", 10);
+        let second = fleet.open("a", 20);
+        assert!(first.cancel.is_cancelled());
+        assert!(!second.cancel.is_cancelled());
+        // Closing the stale session does not unregister the current one.
+        fleet.close("a", first.id);
+        assert_eq!(fleet.view("a").connected_since, Some(20));
+        assert_eq!(fleet.view("a").sessions, 2);
+        fleet.close("a", second.id);
+        assert_eq!(fleet.view("a").connected_since, None);
+    }
+
+    #[test]
+    fn only_the_latest_report_is_kept() {
+        let fleet = Fleet::default();
+        fleet.open("a", 1);
+        let m = |cpu| HostMetrics {
+            cpu_percent: cpu,
+            ..Default::default()
+        };
+        fleet.report("a", m(1.0), 100, 100);
+        fleet.report("a", m(3.0), 90, 101);
+        assert_eq!(fleet.view("a").metrics.unwrap().cpu_percent, 1.0);
+        fleet.report("unknown", m(2.0), 1, 1);
+        assert!(fleet.view("unknown").metrics.is_none());
+    }
+}

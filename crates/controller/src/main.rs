@@ -1,0 +1,112 @@
+//! `gatehouse-controller`: wiring only. Parses arguments, loads config, runs, drains on a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use gatehouse_controller::config::{Config, DEFAULT_CONFIG};
+use gatehouse_controller::{dev, server};
+use tokio_util::sync::CancellationToken;
+
+/// The gatehouse controller: the fleet's desired state, the agent CA, and the admin API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The controller's config file.
+    #[arg(long, short, global = true, env = "GATEHOUSE_CONTROLLER_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller (the default).
+    Run,
+    /// Run a controller and one local agent for trying gatehouse out; no root needed.
+    Dev {
+        /// Keep state in this directory (default: a temporary one, removed on exit).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Agent port address.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        agent_listen: SocketAddr,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:7444")]
+        admin_listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let shutdown = CancellationToken::new();
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let (path, required) = match &cli.config {
+                Some(p) => (p.clone(), true),
+                None => (PathBuf::from(DEFAULT_CONFIG), false),
+            };
+            let config = match Config::load(&path, required) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("gatehouse-controller: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            runtime.block_on(async {
+                let running = server::start(config, shutdown.clone()).await?;
+                tokio::spawn(on_signal(shutdown.clone()));
+                shutdown.cancelled().await;
+                // Drain with a grace period.
+                tokio::time::timeout(Duration::from_secs(15), running.wait())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("streams did not close within 15 s"))
+            })
+        }
+        Command::Dev {
+            data,
+            agent_listen,
+            admin_listen,
+        } => runtime.block_on(async {
+            tokio::spawn(on_signal(shutdown.clone()));
+            dev::run(
+                dev::DevOptions {
+                    data,
+                    agent_listen,
+                    admin_listen,
+                },
+                shutdown,
+            )
+            .await
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse-controller: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,214 @@
+//! Builds and runs a controller: master key, store, CA, listeners (agent TLS, admin TLS, admin
+//! Unix socket), and drains them on shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gatehouse_proto::v1::admin_service_server::AdminServiceServer;
+use gatehouse_proto::v1::agent_service_server::AgentServiceServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tracing::{error, info};
+
+use crate::admin_api::AdminApi;
+use crate::agent_api::AgentApi;
+use crate::ca::{AgentCa, CaError};
+use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::secrets::{MasterKey, SecretError};
+use crate::store::{Store, StoreError};
+use crate::tls::{self, RevokedAgents};
+use crate::{Shared, now};
+
+/// Why the controller could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        what: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot prepare {path}: {source}")]
+    Path {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS set-up failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A started controller.
+#[derive(Debug)]
+pub struct Running {
+    pub shared: Arc<Shared>,
+    pub agent_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub admin_socket: PathBuf,
+    /// Where the CA certificate was written, for gatehousectl's `--ca-file`.
+    pub ca_file: PathBuf,
+    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// The CA pin agents enroll with.
+    pub fn ca_hash(&self) -> &str {
+        self.shared.ca.hash()
+    }
+
+    /// Waits until `shutdown` is cancelled, then ends every stream and waits for the listeners.
+    pub async fn wait(mut self) {
+        self.shutdown.cancelled().await;
+        info!("shutting down: closing agent streams");
+        self.shared.fleet.disconnect_all();
+        while self.tasks.join_next().await.is_some() {}
+        let _ = std::fs::remove_file(&self.admin_socket);
+        self.shared.store.close().await;
+        info!("controller stopped");
+    }
+}
+
+/// Starts a controller; it runs until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let path_err = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| StartError::Path { path, source }
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(path_err(&config.data_dir))?;
+    let key = MasterKey::load_or_create(&config.master_key_file)?;
+    let store = Store::open(&config.database).await?;
+    let ca = AgentCa::load_or_create(&store, &key, now()).await?;
+    let revoked = RevokedAgents::default();
+    for id in store.agent_revoked_ids().await? {
+        revoked.insert(&id);
+    }
+    let ca_file = config.data_dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).map_err(path_err(&ca_file))?;
+
+    let (chain, server_key) = ca.issue_server(&config.server_names, now())?;
+    let agent_tls = tls::agent_server_config(
+        ca.cert_der(),
+        chain.clone(),
+        server_key.clone_key(),
+        revoked.clone(),
+        config.agent_cert_grace,
+    )?;
+    let admin_tls = tls::admin_server_config(chain, server_key)?;
+
+    let listen = |what, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen {
+                what,
+                addr: addr.to_string(),
+                source,
+            })
+    };
+    let agent_listener = listen("agent port", config.agent_listen).await?;
+    let admin_listener = listen("admin port", config.admin_listen).await?;
+    let agent_addr = agent_listener
+        .local_addr()
+        .map_err(path_err(&config.data_dir))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(path_err(&config.data_dir))?;
+    let socket = bind_admin_socket(&config.admin_socket)?;
+
+    let admin_socket = config.admin_socket.clone();
+    let shared = Arc::new(Shared {
+        store,
+        ca,
+        fleet: Fleet::default(),
+        revoked,
+        config,
+    });
+
+    let mut tasks = JoinSet::new();
+    let agent_service = AgentServiceServer::new(AgentApi::new(shared.clone()));
+    let admin_service = AdminServiceServer::new(AdminApi::new(shared.clone()));
+    let agent_incoming = tls::incoming(agent_listener, agent_tls, shutdown.clone());
+    let admin_incoming = tls::incoming(admin_listener, admin_tls, shutdown.clone());
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        let served = Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .add_service(agent_service)
+            .serve_with_incoming_shutdown(agent_incoming, s.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!("agent port failed: {e}");
+        }
+    });
+    let s = shutdown.clone();
+    let admin = admin_service.clone();
+    tasks.spawn(async move {
+        let served = Server::builder()
+            .add_service(admin)
+            .serve_with_incoming_shutdown(admin_incoming, s.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!("admin port failed: {e}");
+        }
+    });
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        let served = Server::builder()
+            .add_service(admin_service)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(socket), s.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!("admin socket failed: {e}");
+        }
+    });
+    info!(
+        agent = %agent_addr,
+        admin = %admin_addr,
+        socket = %admin_socket.display(),
+        ca_hash = %shared.ca.hash(),
+        "controller started"
+    );
+    Ok(Running {
+        shared,
+        agent_addr,
+        admin_addr,
+        admin_socket,
+        ca_file,
+        tasks,
+        shutdown,
+    })
+}
+
+/// Binds the admin socket: only its owner may connect (mode 0600); a stale socket file left by
+/// a previous run is replaced.
+fn bind_admin_socket(path: &std::path::Path) -> Result<UnixListener, StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| StartError::Path {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}

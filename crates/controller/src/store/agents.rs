@@ -1,0 +1,311 @@
+//! The `agents` and `desired_states` tables: enrolled hosts and every generation of their
+//! desired state.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use gatehouse_proto::v1::{DesiredState, HostFacts};
+use prost::Message;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::join_tokens::redeem;
+use super::{QueryContext, RedeemError, Store, StoreError, labels_from_text, labels_to_text};
+
+/// An enrolled agent as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    pub id: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub enrolled_at: i64,
+    pub revoked_at: Option<i64>,
+    pub cert_serial: String,
+    pub cert_not_after: i64,
+    pub last_seen_at: Option<i64>,
+    pub applied_generation: u64,
+    pub version: String,
+    pub facts: Option<HostFacts>,
+}
+
+/// One stored generation of a host's desired state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredStateRow {
+    pub generation: u64,
+    pub state: DesiredState,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, hostname, labels, enrolled_at, revoked_at, cert_serial, \
+                       cert_not_after, last_seen_at, applied_generation, version, facts";
+
+impl AgentRow {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let op = "read an agent";
+        let labels: String = row.try_get("labels").op(op)?;
+        let facts: String = row.try_get("facts").op(op)?;
+        let applied: i64 = row.try_get("applied_generation").op(op)?;
+        Ok(Self {
+            id: row.try_get("id").op(op)?,
+            hostname: row.try_get("hostname").op(op)?,
+            labels: labels_from_text(&labels)?,
+            enrolled_at: row.try_get("enrolled_at").op(op)?,
+            revoked_at: row.try_get("revoked_at").op(op)?,
+            cert_serial: row.try_get("cert_serial").op(op)?,
+            cert_not_after: row.try_get("cert_not_after").op(op)?,
+            last_seen_at: row.try_get("last_seen_at").op(op)?,
+            applied_generation: applied.max(0) as u64,
+            version: row.try_get("version").op(op)?,
+            facts: if facts.is_empty() {
+                None
+            } else {
+                Some(decode(&facts, "host facts")?)
+            },
+        })
+    }
+}
+
+fn encode(message: &impl Message) -> String {
+    B64.encode(message.encode_to_vec())
+}
+
+fn decode<M: Message + Default>(text: &str, what: &'static str) -> Result<M, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { what, detail };
+    let bytes = B64.decode(text).map_err(|e| corrupt(e.to_string()))?;
+    M::decode(bytes.as_slice()).map_err(|e| corrupt(e.to_string()))
+}
+
+fn generation_to_db(generation: u64) -> i64 {
+    i64::try_from(generation).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Enrolls an agent in one transaction: redeems the join token (once, and only while it is
+    /// valid), stores the agent and its first desired state.
+    ///
+    /// Returns the token's verdict separately from database errors.
+    pub async fn enroll_agent(
+        &self,
+        token_id: &str,
+        agent: &AgentRow,
+        first_state: &DesiredState,
+        now: i64,
+    ) -> Result<Result<(), RedeemError>, StoreError> {
+        let mut tx = self.pool().begin().await.op("begin enrollment")?;
+        if let Err(refused) = redeem(&mut tx, token_id, &agent.id, now).await? {
+            tx.rollback().await.op("roll back enrollment")?;
+            return Ok(Err(refused));
+        }
+        sqlx::query(
+            "INSERT INTO agents (id, hostname, labels, enrolled_at, cert_serial, cert_not_after, \
+             version, facts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&agent.id)
+        .bind(&agent.hostname)
+        .bind(labels_to_text(&agent.labels))
+        .bind(agent.enrolled_at)
+        .bind(&agent.cert_serial)
+        .bind(agent.cert_not_after)
+        .bind(&agent.version)
+        .bind(agent.facts.as_ref().map(encode).unwrap_or_default())
+        .execute(&mut *tx)
+        .await
+        .op("store a new agent")?;
+        insert_state(&mut tx, &agent.id, first_state, now).await?;
+        tx.commit().await.op("commit enrollment")?;
+        Ok(Ok(()))
+    }
+
+    /// Reads one agent.
+    pub async fn agent_get(&self, id: &str) -> Result<Option<AgentRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .op("read an agent")?;
+        row.as_ref().map(AgentRow::from_row).transpose()
+    }
+
+    /// All agents, in enrollment order.
+    pub async fn agent_list(&self) -> Result<Vec<AgentRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM agents ORDER BY enrolled_at, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await
+            .op("list agents")?;
+        rows.iter().map(AgentRow::from_row).collect()
+    }
+
+    /// Ids of every revoked agent.
+    pub async fn agent_revoked_ids(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM agents WHERE revoked_at IS NOT NULL")
+            .fetch_all(self.pool())
+            .await
+            .op("list revoked agents")?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).op("list revoked agents"))
+            .collect()
+    }
+
+    /// Marks an agent revoked (the first time counts).
+    pub async fn agent_revoke(&self, id: &str, now: i64) -> Result<AgentRow, StoreError> {
+        sqlx::query("UPDATE agents SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(self.pool())
+            .await
+            .op("revoke an agent")?;
+        self.agent_get(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("agent {id}")))
+    }
+
+    /// Records what an agent said in its `Hello`.
+    pub async fn agent_hello(
+        &self,
+        id: &str,
+        version: &str,
+        facts: &HostFacts,
+        applied_generation: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE agents SET version = $2, facts = $3, hostname = $4, \
+             applied_generation = $5, last_seen_at = $6 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(encode(facts))
+        .bind(&facts.hostname)
+        .bind(generation_to_db(applied_generation))
+        .bind(now)
+        .execute(self.pool())
+        .await
+        .op("record an agent's hello")?;
+        Ok(())
+    }
+
+    /// Records the generation an agent acknowledged, and when it was last heard from.
+    pub async fn agent_seen(
+        &self,
+        id: &str,
+        applied_generation: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET applied_generation = $2, last_seen_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(generation_to_db(applied_generation))
+            .bind(now)
+            .execute(self.pool())
+            .await
+            .op("record an agent's progress")?;
+        Ok(())
+    }
+
+    /// Records a newly issued identity certificate.
+    pub async fn agent_set_certificate(
+        &self,
+        id: &str,
+        serial: &str,
+        not_after: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET cert_serial = $2, cert_not_after = $3 WHERE id = $1")
+            .bind(id)
+            .bind(serial)
+            .bind(not_after)
+            .execute(self.pool())
+            .await
+            .op("record an agent certificate")?;
+        Ok(())
+    }
+
+    /// Sets an agent's labels.
+    pub async fn agent_set_labels(
+        &self,
+        id: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET labels = $2 WHERE id = $1")
+            .bind(id)
+            .bind(labels_to_text(labels))
+            .execute(self.pool())
+            .await
+            .op("set agent labels")?;
+        Ok(())
+    }
+
+    /// The newest generation of an agent's desired state.
+    pub async fn desired_latest(
+        &self,
+        agent_id: &str,
+    ) -> Result<Option<DesiredStateRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT generation, body, created_at FROM desired_states WHERE agent_id = $1 \
+             ORDER BY generation DESC LIMIT 1",
+        )
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await
+        .op("read a desired state")?;
+        row.as_ref().map(state_from_row).transpose()
+    }
+
+    /// Stores `state` as the next generation of an agent's desired state and returns it with its
+    /// generation filled in. Generations only grow; concurrent writers each get their own.
+    pub async fn desired_push(
+        &self,
+        agent_id: &str,
+        mut state: DesiredState,
+        now: i64,
+    ) -> Result<DesiredState, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .op("begin a desired-state change")?;
+        let latest: Option<i64> =
+            sqlx::query("SELECT MAX(generation) FROM desired_states WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|r| r.try_get(0))
+                .op("read the latest generation")?;
+        state.generation = latest.unwrap_or(0).max(0) as u64 + 1;
+        insert_state(&mut tx, agent_id, &state, now).await?;
+        tx.commit().await.op("commit a desired-state change")?;
+        Ok(state)
+    }
+}
+
+fn state_from_row(row: &AnyRow) -> Result<DesiredStateRow, StoreError> {
+    let op = "read a desired state";
+    let generation: i64 = row.try_get("generation").op(op)?;
+    let body: String = row.try_get("body").op(op)?;
+    Ok(DesiredStateRow {
+        generation: generation.max(0) as u64,
+        state: decode(&body, "desired state")?,
+        created_at: row.try_get("created_at").op(op)?,
+    })
+}
+
+async fn insert_state(
+    tx: &mut sqlx::AnyConnection,
+    agent_id: &str,
+    state: &DesiredState,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO desired_states (agent_id, generation, body, created_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(agent_id)
+    .bind(generation_to_db(state.generation))
+    .bind(encode(state))
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .op("store a desired state")?;
+    Ok(())
+}

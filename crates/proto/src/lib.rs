@@ -1,0 +1,18 @@
+//! Generated gRPC code and the validated name types that both the agent and the controller use.
+//!
+//! Every name that ends up in a path, a unit name, a DNS record or a certificate is parsed into one
+//! of the types in [`names`] at the edge, on both sides.
+
+pub mod names;
+
+/// Generated protobuf and gRPC code for `gatehouse.v1`.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("gatehouse.v1");
+}
+
+/// The URI SAN prefix of agent identity certificates: `spiffe://gatehouse/agent/<id>`.
+pub const AGENT_URI_PREFIX: &str = "spiffe://gatehouse/agent/";
+
+/// The version both binaries report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
