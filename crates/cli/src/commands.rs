@@ -256,8 +256,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn parse_ttl(ttl: &str) -> anyhow::Result<Duration> {
     let d = humantime::parse_duration(ttl)
         .map_err(|e| anyhow!("--ttl {ttl:?}: not a duration like 30m or 1h ({e})"))?;
-    if d < Duration::from_secs(60) {
-        bail!("--ttl {ttl:?}: at least one minute");
+    if d < Duration::from_secs(1) {
+        bail!("--ttl {ttl:?}: at least one second");
     }
     Ok(d)
 }

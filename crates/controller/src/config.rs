@@ -77,6 +77,19 @@ impl Config {
         }
     }
 
+    /// Replaces the database URL (from `--database`), checking it like the config field.
+    pub fn with_database(mut self, database: Option<String>) -> Result<Self, ConfigError> {
+        if let Some(db) = database {
+            check_database(&db).map_err(|message| ConfigError::Field {
+                path: PathBuf::from("--database"),
+                field: "database",
+                message,
+            })?;
+            self.database = db;
+        }
+        Ok(self)
+    }
+
     /// Reads `path`; a missing file is an error only when `required`.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
@@ -175,6 +188,17 @@ impl Config {
             }
         }
         Ok(c)
+    }
+}
+
+fn check_database(url: &str) -> Result<(), String> {
+    if ["sqlite://", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+    {
+        Ok(())
+    } else {
+        Err("must start with sqlite:// or postgres://".into())
     }
 }
 

@@ -24,7 +24,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller (the default).
-    Run,
+    Run {
+        /// The store, overriding the config: sqlite://PATH or postgres://USER@HOST/DB.
+        #[arg(long, env = "GATEHOUSE_DATABASE", hide_env_values = true)]
+        database: Option<String>,
+    },
+    /// Print the CA pin that agents enroll with (`gatehouse-agent enroll --ca-hash`).
+    CaHash,
     /// Run a controller and one local agent for trying gatehouse out; no root needed.
     Dev {
         /// Keep state in this directory (default: a temporary one, removed on exit).
@@ -51,13 +57,24 @@ fn main() -> ExitCode {
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let shutdown = CancellationToken::new();
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            let (path, required) = match &cli.config {
-                Some(p) => (p.clone(), true),
-                None => (PathBuf::from(DEFAULT_CONFIG), false),
+    let (path, required) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let load = || Config::load(&path, required);
+    let result = match cli.command.unwrap_or(Command::Run { database: None }) {
+        Command::CaHash => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("gatehouse-controller: {e}");
+                    return ExitCode::from(64);
+                }
             };
-            let config = match Config::load(&path, required) {
+            ca_hash(&config)
+        }
+        Command::Run { database } => {
+            let config = match load().and_then(|c| c.with_database(database)) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("gatehouse-controller: {e}");
@@ -98,6 +115,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn ca_hash(config: &Config) -> anyhow::Result<()> {
+    let path = config.data_dir.join("ca.pem");
+    let pem = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!("cannot read {}: {e} (has the controller started once?)", path.display())
+    })?;
+    let info = gatehouse_agent::pki::CertInfo::from_pem(&pem)?;
+    println!("{}", info.spki_hash);
+    Ok(())
 }
 
 async fn on_signal(shutdown: CancellationToken) {
