@@ -27,17 +27,38 @@ fn a_viewer_cannot_mutate_and_every_mutation_is_audited() {
     ] {
         let run = controller.ctl_tls(&viewer, &args);
         assert!(!run.success, "{args:?}");
-        assert!(run.stderr.contains("role viewer cannot"), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("role viewer cannot"),
+            "{args:?}: {}",
+            run.stderr
+        );
     }
-    assert!(controller.ctl_json(&["token", "list"]).as_array().unwrap().is_empty());
+    assert!(
+        controller
+            .ctl_json(&["token", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // An operator manages tokens but not API tokens.
     let created = controller.ctl_tls(&operator, &["token", "create", "--output", "json"]);
     assert!(created.success, "{}", created.stderr);
     let id = created.json()["id"].as_str().unwrap().to_owned();
-    let run = controller.ctl_tls(&operator, &["apitoken", "create", "--name", "y", "--role", "viewer"]);
-    assert!(run.stderr.contains("role operator cannot"), "{}", run.stderr);
-    assert!(controller.ctl_tls(&operator, &["token", "revoke", &id, "--yes"]).success);
+    let run = controller.ctl_tls(
+        &operator,
+        &["apitoken", "create", "--name", "y", "--role", "viewer"],
+    );
+    assert!(
+        run.stderr.contains("role operator cannot"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        controller
+            .ctl_tls(&operator, &["token", "revoke", &id, "--yes"])
+            .success
+    );
 
     let audit = controller.ctl_json(&["audit", "list"]);
     let entries = audit.as_array().unwrap();
@@ -49,15 +70,25 @@ fn a_viewer_cannot_mutate_and_every_mutation_is_audited() {
         })
     };
     assert!(has("apitoken.create", "local:uid=", "ok"), "{audit}");
-    assert!(has("token.create", "dashboard", "error: role viewer cannot"), "{audit}");
+    assert!(
+        has("token.create", "dashboard", "error: role viewer cannot"),
+        "{audit}"
+    );
     assert!(has("apitoken.create", "dashboard", "error"), "{audit}");
     assert!(has("agent.label", "dashboard", "error"), "{audit}");
     assert!(has("token.create", "deploy", "ok"), "{audit}");
-    assert!(has("apitoken.create", "deploy", "error: role operator cannot"), "{audit}");
+    assert!(
+        has("apitoken.create", "deploy", "error: role operator cannot"),
+        "{audit}"
+    );
     assert!(has("token.revoke", "deploy", "ok"), "{audit}");
     assert!(entries.iter().all(|e| e["at_ms"].as_i64().unwrap() > 0));
     // Reads are not audited.
-    assert!(!entries.iter().any(|e| e["action"].as_str().unwrap().contains("list")));
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["action"].as_str().unwrap().contains("list"))
+    );
     // Secrets never reach the audit log.
     assert!(!audit.to_string().contains(&viewer) && !audit.to_string().contains(&operator));
 }
@@ -65,7 +96,10 @@ fn a_viewer_cannot_mutate_and_every_mutation_is_audited() {
 #[test]
 fn bad_revoked_and_missing_api_tokens_are_refused_clearly() {
     let controller = Controller::start("");
-    let run = controller.ctl_tls("gha_aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", &["agents", "list"]);
+    let run = controller.ctl_tls(
+        "gha_aaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        &["agents", "list"],
+    );
     assert!(run.stderr.contains("unknown API token"), "{}", run.stderr);
     let run = controller.ctl_tls("nonsense", &["agents", "list"]);
     assert!(run.stderr.contains("malformed token"), "{}", run.stderr);
@@ -84,7 +118,11 @@ fn bad_revoked_and_missing_api_tokens_are_refused_clearly() {
 fn destructive_commands_need_yes_off_a_terminal_and_input_is_checked() {
     let controller = Controller::start("");
     let run = controller.ctl(&["agents", "revoke", "abcdefgh01234567"]);
-    assert!(run.stderr.contains("refusing without --yes"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refusing without --yes"),
+        "{}",
+        run.stderr
+    );
     let run = controller.ctl(&["agents", "revoke", "../../etc", "--yes"]);
     assert!(run.stderr.contains("invalid agent id"), "{}", run.stderr);
     let run = controller.ctl(&["agents", "revoke", "abcdefgh01234567", "--yes"]);
@@ -94,8 +132,25 @@ fn destructive_commands_need_yes_off_a_terminal_and_input_is_checked() {
     let run = controller.ctl(&["token", "create", "--ttl", "soon"]);
     assert!(run.stderr.contains("--ttl"), "{}", run.stderr);
     let run = controller.ctl(&["apitoken", "create", "--name", "x", "--role", "root"]);
-    assert!(run.stderr.contains("must be one of admin, operator, viewer"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("must be one of admin, operator, viewer"),
+        "{}",
+        run.stderr
+    );
     // Nothing was created by any of that.
-    assert!(controller.ctl_json(&["token", "list"]).as_array().unwrap().is_empty());
-    assert!(controller.ctl_json(&["apitoken", "list"]).as_array().unwrap().is_empty());
+    assert!(
+        controller
+            .ctl_json(&["token", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        controller
+            .ctl_json(&["apitoken", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -13,12 +13,15 @@ fn enrolled_agent_connects_and_its_metrics_show_in_the_agent_list() {
     let id = agent.enroll(&controller);
     agent.run();
 
-    let listed = wait_for("the agent online with metrics", Duration::from_secs(30), || {
-        controller
-            .agents()
-            .into_iter()
-            .find(|a| a["id"] == id.as_str() && a["status"] == "online" && !a["metrics"].is_null())
-    });
+    let listed = wait_for(
+        "the agent online with metrics",
+        Duration::from_secs(30),
+        || {
+            controller.agents().into_iter().find(|a| {
+                a["id"] == id.as_str() && a["status"] == "online" && !a["metrics"].is_null()
+            })
+        },
+    );
     assert_eq!(controller.agents().len(), 1);
     let m = &listed["metrics"];
     assert!(m["memory_total_bytes"].as_u64().unwrap() > 0, "{m}");
@@ -27,10 +30,21 @@ fn enrolled_agent_connects_and_its_metrics_show_in_the_agent_list() {
     assert!(m["cpu_percent"].as_f64().unwrap() >= 0.0);
     assert!(m["load"].as_array().unwrap().len() == 3);
     assert!(
-        m["filesystems"].as_array().unwrap().iter().any(|f| f["mount_point"] == "/"),
+        m["filesystems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["mount_point"] == "/"),
         "{m}"
     );
-    assert!(m["interfaces"].as_array().unwrap().iter().any(|i| i["name"] == "lo"), "{m}");
+    assert!(
+        m["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "lo"),
+        "{m}"
+    );
     assert!(!listed["hostname"].as_str().unwrap().is_empty());
     assert_eq!(listed["version"], env!("CARGO_PKG_VERSION"));
     // The first desired state was applied and acknowledged.
@@ -43,7 +57,10 @@ fn enrolled_agent_connects_and_its_metrics_show_in_the_agent_list() {
     // certificate's serial.
     use std::os::unix::fs::PermissionsExt;
     let key = agent.paths().identity();
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let status = agent.status().unwrap();
     assert_eq!(status["agent_id"], id.as_str());
     assert_eq!(status["connected"], true);
@@ -51,7 +68,11 @@ fn enrolled_agent_connects_and_its_metrics_show_in_the_agent_list() {
 
     // The human table shows the same agent.
     let table = controller.ctl(&["agents", "list"]);
-    assert!(table.success && table.stdout.contains(&id) && table.stdout.contains("online"), "{}", table.stdout);
+    assert!(
+        table.success && table.stdout.contains(&id) && table.stdout.contains("online"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]
@@ -98,7 +119,11 @@ fn expired_unknown_and_malformed_tokens_are_refused() {
     assert!(run.stderr.contains("malformed token"), "{}", run.stderr);
 
     let run = agent.enroll_with(&controller.agent_url(), "sha256:abc", &real);
-    assert!(run.stderr.contains("--ca-hash must look like sha256:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--ca-hash must look like sha256:"),
+        "{}",
+        run.stderr
+    );
 
     assert!(controller.agents().is_empty());
     assert!(!agent.paths().identity().exists());
@@ -115,8 +140,16 @@ fn a_wrong_ca_hash_refuses_before_the_token_is_sent() {
     let wrong = format!("sha256:{}", "0".repeat(64));
     let run = agent.enroll_with(&controller.agent_url(), &wrong, &token);
     assert!(!run.success);
-    assert!(run.stderr.contains("does not match --ca-hash"), "{}", run.stderr);
-    assert!(run.stderr.contains("the token was not sent"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("does not match --ca-hash"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("the token was not sent"),
+        "{}",
+        run.stderr
+    );
     // The controller never saw the token: it is still valid, and no enrollment was logged.
     let tokens = controller.ctl_json(&["token", "list"]);
     assert_eq!(tokens[0]["state"], "valid");
@@ -135,6 +168,11 @@ fn enrolling_twice_keeps_the_first_identity() {
     let token = controller.join_token("10m");
     let run = agent.enroll_with(&controller.agent_url(), &controller.ca_hash(), &token);
     assert!(!run.success);
-    assert!(run.stderr.contains(&format!("already enrolled as agent {id}")), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("already enrolled as agent {id}")),
+        "{}",
+        run.stderr
+    );
     assert_eq!(std::fs::read(agent.paths().identity()).unwrap(), before);
 }

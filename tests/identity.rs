@@ -68,8 +68,13 @@ async fn clients_without_a_valid_identity_cannot_connect() {
 
     // No client certificate: the handshake works (enrollment needs that), Connect does not.
     let no_cert = transport::client_config(&ca).unwrap();
-    let err = connect_with(&controller, no_cert, vec![hello("x")]).await.unwrap_err();
-    assert!(err.contains("Unauthenticated") && err.contains("client certificate is required"), "{err}");
+    let err = connect_with(&controller, no_cert, vec![hello("x")])
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("Unauthenticated") && err.contains("client certificate is required"),
+        "{err}"
+    );
 
     // A certificate naming the real agent, but from another CA.
     let rogue_ca_key = rcgen::KeyPair::generate().unwrap();
@@ -80,7 +85,9 @@ async fn clients_without_a_valid_identity_cannot_connect() {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.subject_alt_names = vec![rcgen::SanType::URI(
-        format!("spiffe://gatehouse/agent/{real_id}").try_into().unwrap(),
+        format!("spiffe://gatehouse/agent/{real_id}")
+            .try_into()
+            .unwrap(),
     )];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.signed_by(&key, &issuer).unwrap();
@@ -90,10 +97,15 @@ async fn clients_without_a_valid_identity_cannot_connect() {
         rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
     )
     .unwrap();
-    let err = connect_with(&controller, rogue, vec![hello("rogue")]).await.unwrap_err();
+    let err = connect_with(&controller, rogue, vec![hello("rogue")])
+        .await
+        .unwrap_err();
     assert!(!err.is_empty());
     let view = controller.agent_view(&real_id);
-    assert_eq!(view["sessions"], 0, "the rogue client must not count as the agent: {view}");
+    assert_eq!(
+        view["sessions"], 0,
+        "the rogue client must not count as the agent: {view}"
+    );
     assert_ne!(view["hostname"], "rogue");
 }
 
@@ -109,7 +121,9 @@ async fn an_agent_cannot_pose_as_another() {
     // A's identity, claiming B's hostname and sending metrics. There is no agent id field to
     // forge: whatever A says is recorded against A.
     let identity = Identity::load(&a.paths()).unwrap();
-    let tls = identity.client_config(&load_controller_ca(&a.paths()).unwrap()).unwrap();
+    let tls = identity
+        .client_config(&load_controller_ca(&a.paths()).unwrap())
+        .unwrap();
     let report = AgentMessage {
         msg: Some(Up::Report(Report {
             sampled_at: gatehouse_agent::now_unix(),
@@ -120,9 +134,13 @@ async fn an_agent_cannot_pose_as_another() {
             applied_generation: 0,
         })),
     };
-    connect_with(&controller, tls, vec![hello(b_before["hostname"].as_str().unwrap()), report])
-        .await
-        .unwrap();
+    connect_with(
+        &controller,
+        tls,
+        vec![hello(b_before["hostname"].as_str().unwrap()), report],
+    )
+    .await
+    .unwrap();
 
     let a_view = controller.agent_view(&a_id);
     assert_eq!(a_view["metrics"]["memory_total_bytes"], 12345);
@@ -139,17 +157,28 @@ async fn revoking_an_agent_closes_its_stream_and_refuses_it_afterwards() {
     let mut agent = controller.agent("a");
     let id = agent.enroll(&controller);
     agent.run();
-    agent.wait_status("connected", Duration::from_secs(20), |s| s["connected"] == true);
+    agent.wait_status("connected", Duration::from_secs(20), |s| {
+        s["connected"] == true
+    });
 
     let revoked = controller.ctl_json(&["agents", "revoke", &id, "--yes"]);
     assert_eq!(revoked["status"], "revoked");
     // The open stream closes at once.
-    let status = agent.wait_status("disconnected", Duration::from_secs(10), |s| s["connected"] == false);
-    assert!(status["last_error"].as_str().unwrap().contains("revoked"), "{status}");
+    let status = agent.wait_status("disconnected", Duration::from_secs(10), |s| {
+        s["connected"] == false
+    });
+    assert!(
+        status["last_error"].as_str().unwrap().contains("revoked"),
+        "{status}"
+    );
     // The next handshake is refused, and the agent keeps its identity on disk regardless.
     let identity = Identity::load(&agent.paths()).unwrap();
-    let tls = identity.client_config(&load_controller_ca(&agent.paths()).unwrap()).unwrap();
-    let err = connect_with(&controller, tls, vec![hello("again")]).await.unwrap_err();
+    let tls = identity
+        .client_config(&load_controller_ca(&agent.paths()).unwrap())
+        .unwrap();
+    let err = connect_with(&controller, tls, vec![hello("again")])
+        .await
+        .unwrap_err();
     assert!(!err.is_empty());
     std::thread::sleep(Duration::from_secs(2));
     assert!(agent.paths().identity().exists());
@@ -158,14 +187,24 @@ async fn revoking_an_agent_closes_its_stream_and_refuses_it_afterwards() {
     let mut controller = controller;
     controller.restart();
     let identity = Identity::load(&agent.paths()).unwrap();
-    let tls = identity.client_config(&load_controller_ca(&agent.paths()).unwrap()).unwrap();
-    assert!(connect_with(&controller, tls, vec![hello("again")]).await.is_err());
+    let tls = identity
+        .client_config(&load_controller_ca(&agent.paths()).unwrap())
+        .unwrap();
+    assert!(
+        connect_with(&controller, tls, vec![hello("again")])
+            .await
+            .is_err()
+    );
     // Revocation is in the audit log.
     let audit = controller.ctl_json(&["audit", "list"]);
     assert!(
-        audit.as_array().unwrap().iter().any(|e| e["action"] == "agent.revoke"
-            && e["target"] == format!("agent:{id}")
-            && e["result"] == "ok"),
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "agent.revoke"
+                && e["target"] == format!("agent:{id}")
+                && e["result"] == "ok"),
         "{audit}"
     );
 }
@@ -191,9 +230,15 @@ fn identity_certificates_rotate_without_dropping_the_stream() {
     assert_ne!(view["certificate"]["serial"], first_serial);
     // Agent and controller agree on the current certificate.
     let status_now = agent.status().unwrap();
-    assert_eq!(view["certificate"]["serial"], status_now["identity_serial"], "{status}");
+    assert_eq!(
+        view["certificate"]["serial"], status_now["identity_serial"],
+        "{status}"
+    );
     let on_disk = Identity::load(&agent.paths()).unwrap();
-    assert_eq!(serde_json::json!(on_disk.info.serial), status_now["identity_serial"]);
+    assert_eq!(
+        serde_json::json!(on_disk.info.serial),
+        status_now["identity_serial"]
+    );
     assert!(on_disk.info.not_after > gatehouse_agent::now_unix());
 }
 
@@ -206,9 +251,11 @@ fn an_agent_offline_past_expiry_renews_within_the_grace_period() {
     let wait = (expired.info.not_after - gatehouse_agent::now_unix() + 2).max(0) as u64;
     std::thread::sleep(Duration::from_secs(wait));
     agent.run();
-    agent.wait_status("connected after a grace renewal", Duration::from_secs(20), |s| {
-        s["connected"] == true && s["identity_renewals"].as_u64().unwrap() >= 1
-    });
+    agent.wait_status(
+        "connected after a grace renewal",
+        Duration::from_secs(20),
+        |s| s["connected"] == true && s["identity_renewals"].as_u64().unwrap() >= 1,
+    );
     let renewed = Identity::load(&agent.paths()).unwrap();
     assert_ne!(renewed.info.serial, expired.info.serial);
     assert_eq!(renewed.agent_id.as_str(), id);

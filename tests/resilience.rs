@@ -54,21 +54,32 @@ fn an_agent_restarted_while_the_controller_is_down_reapplies_its_state_and_keeps
     let (mut agent, id) = agent_at_generation_2(&controller);
     use std::os::unix::fs::PermissionsExt;
     let persisted = agent.paths().desired_state();
-    assert_eq!(std::fs::metadata(&persisted).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&persisted).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     controller.stop();
     agent.kill();
     agent.run();
-    let status = agent.wait_status("retrying with the persisted state", Duration::from_secs(20), |s| {
-        s["failed_attempts"].as_u64().unwrap() >= 2
-    });
+    let status = agent.wait_status(
+        "retrying with the persisted state",
+        Duration::from_secs(20),
+        |s| s["failed_attempts"].as_u64().unwrap() >= 2,
+    );
     assert_eq!(status["applied_generation"], 2);
     assert_eq!(status["applied_from"], "persisted");
     assert_eq!(status["connected"], false);
-    assert!(agent.log().contains("reapplying the persisted desired state"));
+    assert!(
+        agent
+            .log()
+            .contains("reapplying the persisted desired state")
+    );
 
     controller.start_again();
-    agent.wait_status("reconnected", Duration::from_secs(60), |s| s["connected"] == true);
+    agent.wait_status("reconnected", Duration::from_secs(60), |s| {
+        s["connected"] == true
+    });
     let view = wait_for("the agent online", Duration::from_secs(10), || {
         let v = controller.agent_view(&id);
         (v["status"] == "online").then_some(v)
@@ -106,10 +117,14 @@ fn the_controller_marks_an_agent_offline_when_it_stops_reporting() {
         nix::sys::signal::Signal::SIGSTOP,
     )
     .unwrap();
-    let view = wait_for("offline after missed reports", Duration::from_secs(20), || {
-        let v = controller.agent_view(&id);
-        (v["status"] == "offline").then_some(v)
-    });
+    let view = wait_for(
+        "offline after missed reports",
+        Duration::from_secs(20),
+        || {
+            let v = controller.agent_view(&id);
+            (v["status"] == "offline").then_some(v)
+        },
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent_pid(&agent)),
         nix::sys::signal::Signal::SIGCONT,
@@ -124,7 +139,10 @@ fn the_controller_marks_an_agent_offline_when_it_stops_reporting() {
 #[test]
 fn a_controller_on_postgresql_keeps_its_fleet_across_restarts() {
     let pg = gatehouse_testkit::postgres::Postgres::start();
-    let dir = tempfile::Builder::new().prefix("gh-e2e-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("gh-e2e-")
+        .tempdir()
+        .unwrap();
     let mut controller = Controller::start_with(dir, "", Some(&pg.url));
     let mut agent = controller.agent("a");
     let id = agent.enroll(&controller);

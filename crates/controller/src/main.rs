@@ -120,7 +120,10 @@ fn main() -> ExitCode {
 fn ca_hash(config: &Config) -> anyhow::Result<()> {
     let path = config.data_dir.join("ca.pem");
     let pem = std::fs::read_to_string(&path).map_err(|e| {
-        anyhow::anyhow!("cannot read {}: {e} (has the controller started once?)", path.display())
+        anyhow::anyhow!(
+            "cannot read {}: {e} (has the controller started once?)",
+            path.display()
+        )
     })?;
     let info = gatehouse_agent::pki::CertInfo::from_pem(&pem)?;
     println!("{}", info.spki_hash);

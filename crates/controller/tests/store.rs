@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_controller::store::{AgentRow, ApiTokenRow, AuditRow, JoinTokenRow, RedeemError, Store};
+use gatehouse_controller::store::{
+    AgentRow, ApiTokenRow, AuditRow, JoinTokenRow, RedeemError, Store,
+};
 use gatehouse_proto::v1::DesiredState;
 use gatehouse_testkit::postgres::Postgres;
 
@@ -54,22 +56,40 @@ async fn check_everything(store: Store) {
     store.join_token_insert(&token("tok1", 200)).await.unwrap();
     store.join_token_insert(&token("tok2", 200)).await.unwrap();
     store.join_token_insert(&token("tok3", 120)).await.unwrap();
-    assert_eq!(store.enroll_agent("tok1", &agent("agent1"), &state(1), 150).await.unwrap(), Ok(()));
     assert_eq!(
-        store.enroll_agent("tok1", &agent("agent2"), &state(1), 151).await.unwrap(),
+        store
+            .enroll_agent("tok1", &agent("agent1"), &state(1), 150)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .enroll_agent("tok1", &agent("agent2"), &state(1), 151)
+            .await
+            .unwrap(),
         Err(RedeemError::Used)
     );
     assert_eq!(
-        store.enroll_agent("tok3", &agent("agent3"), &state(1), 150).await.unwrap(),
+        store
+            .enroll_agent("tok3", &agent("agent3"), &state(1), 150)
+            .await
+            .unwrap(),
         Err(RedeemError::Expired)
     );
     assert_eq!(
-        store.enroll_agent("nope", &agent("agent4"), &state(1), 150).await.unwrap(),
+        store
+            .enroll_agent("nope", &agent("agent4"), &state(1), 150)
+            .await
+            .unwrap(),
         Err(RedeemError::Unknown)
     );
     store.join_token_revoke("tok2", 160).await.unwrap();
     assert_eq!(
-        store.enroll_agent("tok2", &agent("agent5"), &state(1), 161).await.unwrap(),
+        store
+            .enroll_agent("tok2", &agent("agent5"), &state(1), 161)
+            .await
+            .unwrap(),
         Err(RedeemError::Revoked)
     );
     // Refused enrollments left no agent behind.
@@ -77,7 +97,10 @@ async fn check_everything(store: Store) {
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].id, "agent1");
     let t = store.join_token_get("tok1").await.unwrap().unwrap();
-    assert_eq!((t.used_at, t.used_by.as_deref()), (Some(150), Some("agent1")));
+    assert_eq!(
+        (t.used_at, t.used_by.as_deref()),
+        (Some(150), Some("agent1"))
+    );
     assert_eq!(t.labels["env"], "prod");
     assert_eq!(t.state(150), "used");
     let states: Vec<String> = store
@@ -87,16 +110,25 @@ async fn check_everything(store: Store) {
         .iter()
         .map(|t| format!("{}={}", t.id, t.state(170)))
         .collect();
-    assert!(states.contains(&"tok2=revoked".to_owned()) && states.contains(&"tok3=expired".to_owned()), "{states:?}");
+    assert!(
+        states.contains(&"tok2=revoked".to_owned()) && states.contains(&"tok3=expired".to_owned()),
+        "{states:?}"
+    );
 
     // Two racing enrollments with one token: exactly one wins.
-    store.join_token_insert(&token("race", 10_000)).await.unwrap();
+    store
+        .join_token_insert(&token("race", 10_000))
+        .await
+        .unwrap();
     let (racer1, racer2, first) = (agent("racer1"), agent("racer2"), state(1));
     let (a, b) = tokio::join!(
         store.enroll_agent("race", &racer1, &first, 300),
         store.enroll_agent("race", &racer2, &first, 300),
     );
-    let wins = [a, b].into_iter().filter(|r| matches!(r, Ok(Ok(())))).count();
+    let wins = [a, b]
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Ok(()))))
+        .count();
     assert_eq!(wins, 1);
 
     // Desired states: generations only grow, each is kept.
@@ -114,9 +146,15 @@ async fn check_everything(store: Store) {
         os: "Debian".into(),
         ..Default::default()
     };
-    store.agent_hello("agent1", "0.1.0", &facts, 2, 500).await.unwrap();
+    store
+        .agent_hello("agent1", "0.1.0", &facts, 2, 500)
+        .await
+        .unwrap();
     store.agent_seen("agent1", 3, 510).await.unwrap();
-    store.agent_set_certificate("agent1", "02", 2000).await.unwrap();
+    store
+        .agent_set_certificate("agent1", "02", 2000)
+        .await
+        .unwrap();
     let a = store.agent_get("agent1").await.unwrap().unwrap();
     assert_eq!(a.hostname, "web1.example");
     assert_eq!(a.facts.unwrap().os, "Debian");
@@ -125,8 +163,14 @@ async fn check_everything(store: Store) {
     assert!(store.agent_revoked_ids().await.unwrap().is_empty());
     store.agent_revoke("agent1", 600).await.unwrap();
     store.agent_revoke("agent1", 700).await.unwrap();
-    assert_eq!(store.agent_get("agent1").await.unwrap().unwrap().revoked_at, Some(600));
-    assert_eq!(store.agent_revoked_ids().await.unwrap(), vec!["agent1".to_owned()]);
+    assert_eq!(
+        store.agent_get("agent1").await.unwrap().unwrap().revoked_at,
+        Some(600)
+    );
+    assert_eq!(
+        store.agent_revoked_ids().await.unwrap(),
+        vec!["agent1".to_owned()]
+    );
 
     // API tokens.
     let api = ApiTokenRow {
@@ -139,12 +183,26 @@ async fn check_everything(store: Store) {
         last_used_at: None,
     };
     store.api_token_insert(&api).await.unwrap();
-    assert!(store.api_token_insert(&api).await.is_err(), "ids are unique");
+    assert!(
+        store.api_token_insert(&api).await.is_err(),
+        "ids are unique"
+    );
     store.api_token_touch("api1", 1000).await.unwrap();
     store.api_token_touch("api1", 1010).await.unwrap();
-    assert_eq!(store.api_token_get("api1").await.unwrap().unwrap().last_used_at, Some(1000));
+    assert_eq!(
+        store
+            .api_token_get("api1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(1000)
+    );
     store.api_token_revoke("api1", 1100).await.unwrap();
-    assert_eq!(store.api_token_list().await.unwrap()[0].revoked_at, Some(1100));
+    assert_eq!(
+        store.api_token_list().await.unwrap()[0].revoked_at,
+        Some(1100)
+    );
 
     // Audit: newest N, returned oldest first.
     for i in 0..5 {
@@ -157,12 +215,24 @@ async fn check_everything(store: Store) {
         };
         store.audit_insert(&format!("id{i}"), &row).await.unwrap();
     }
-    let newest: Vec<String> = store.audit_list(3).await.unwrap().into_iter().map(|r| r.action).collect();
+    let newest: Vec<String> = store
+        .audit_list(3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
     assert_eq!(newest, ["action2", "action3", "action4"]);
 
     // Named values: the first writer wins.
-    assert_eq!(store.kv_insert_if_absent("ca", "first", 1).await.unwrap(), "first");
-    assert_eq!(store.kv_insert_if_absent("ca", "second", 2).await.unwrap(), "first");
+    assert_eq!(
+        store.kv_insert_if_absent("ca", "first", 1).await.unwrap(),
+        "first"
+    );
+    assert_eq!(
+        store.kv_insert_if_absent("ca", "second", 2).await.unwrap(),
+        "first"
+    );
     assert_eq!(store.kv_get("missing").await.unwrap(), None);
 }
 
@@ -197,7 +267,10 @@ async fn sqlite_data_survives_reopening() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_named_without_its_password() {
-    let err = Store::open("postgres://gh:s3cret@127.0.0.1:1/gh").await.unwrap_err().to_string();
+    let err = Store::open("postgres://gh:s3cret@127.0.0.1:1/gh")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("postgres://gh:***@127.0.0.1:1/gh"), "{err}");
     assert!(!err.contains("s3cret"));
 }

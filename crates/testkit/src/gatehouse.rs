@@ -32,7 +32,11 @@ impl From<Output> for Run {
 impl Run {
     /// Parses stdout as JSON, panicking with the output when the command failed.
     pub fn json(&self) -> Value {
-        assert!(self.success, "command failed:\n{}{}", self.stdout, self.stderr);
+        assert!(
+            self.success,
+            "command failed:\n{}{}",
+            self.stdout, self.stderr
+        );
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }
@@ -96,21 +100,30 @@ impl Controller {
     }
 
     fn launch(&mut self) {
-        let log = self.dir.path().join(format!("controller-{}.log", self.restarts));
+        let log = self
+            .dir
+            .path()
+            .join(format!("controller-{}.log", self.restarts));
         self.restarts += 1;
         let mut cmd = Command::new(bin("gatehouse-controller"));
         cmd.args(["run", "--config"]).arg(&self.config);
         cmd.env("GATEHOUSE_LOG", "info,gatehouse_controller=debug");
         self.proc = Some(Proc::spawn("gatehouse-controller", cmd, &log));
-        wait_for("the controller's admin socket", Duration::from_secs(30), || {
-            (self.socket.exists() && self.ctl(&["agents", "list"]).success).then_some(())
-        });
+        wait_for(
+            "the controller's admin socket",
+            Duration::from_secs(30),
+            || (self.socket.exists() && self.ctl(&["agents", "list"]).success).then_some(()),
+        );
     }
 
     /// Stops it with SIGTERM (graceful); panics if it does not exit within 15 s.
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
-            assert!(p.stop(Duration::from_secs(15)), "the controller did not stop on SIGTERM:\n{}", p.output());
+            assert!(
+                p.stop(Duration::from_secs(15)),
+                "the controller did not stop on SIGTERM:\n{}",
+                p.output()
+            );
         }
     }
 
@@ -145,7 +158,10 @@ impl Controller {
     /// Runs `gatehousectl` over TLS with an API token.
     pub fn ctl_tls(&self, token: &str, args: &[&str]) -> Run {
         Command::new(bin("gatehousectl"))
-            .args(["--controller", &format!("https://127.0.0.1:{}", self.admin_port)])
+            .args([
+                "--controller",
+                &format!("https://127.0.0.1:{}", self.admin_port),
+            ])
             .arg("--ca-file")
             .arg(self.data_dir.join("ca.pem"))
             .args(["--token", token])
@@ -232,8 +248,11 @@ impl Agent {
         let root = base.join(name);
         std::fs::create_dir_all(&root).expect("agent root");
         let config = base.join(format!("{name}.toml"));
-        std::fs::write(&config, format!("root = {:?}\n", root.display().to_string()))
-            .expect("write agent.toml");
+        std::fs::write(
+            &config,
+            format!("root = {:?}\n", root.display().to_string()),
+        )
+        .expect("write agent.toml");
         Self {
             root,
             config,
@@ -252,7 +271,15 @@ impl Agent {
         Command::new(bin("gatehouse-agent"))
             .arg("--config")
             .arg(&self.config)
-            .args(["enroll", "--controller", url, "--ca-hash", ca_hash, "--token", token])
+            .args([
+                "enroll",
+                "--controller",
+                url,
+                "--ca-hash",
+                ca_hash,
+                "--token",
+                token,
+            ])
             .output()
             .expect("run gatehouse-agent enroll")
             .into()
@@ -288,7 +315,11 @@ impl Agent {
     /// SIGTERM and wait.
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
-            assert!(p.stop(Duration::from_secs(10)), "the agent did not stop on SIGTERM:\n{}", p.output());
+            assert!(
+                p.stop(Duration::from_secs(10)),
+                "the agent did not stop on SIGTERM:\n{}",
+                p.output()
+            );
         }
     }
 
@@ -311,7 +342,12 @@ impl Agent {
     }
 
     /// Waits until the status file says `pred`.
-    pub fn wait_status(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_for(what, timeout, || self.status().filter(|s| pred(s)))
     }
 }

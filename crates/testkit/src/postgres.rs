@@ -74,8 +74,16 @@ impl Postgres {
         let data = dir.path().join("data");
         let port = crate::free_port();
         let mut init = Command::new(tool("initdb"));
-        init.args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
-            .args(["--no-sync"]);
+        init.args([
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ])
+        .args(["--no-sync"]);
         as_postgres_user(&mut init);
         run(init, "initdb");
         let mut start = Command::new(tool("pg_ctl"));
@@ -99,7 +107,13 @@ impl Postgres {
     fn in_shared(server: String) -> Self {
         let name = format!("gh_test_{}", crate::free_port()) + &format!("_{}", std::process::id());
         let mut psql = Command::new(tool("psql"));
-        psql.args([&server, "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")]);
+        psql.args([
+            &server,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ]);
         run(psql, "CREATE DATABASE");
         let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
         Self {
@@ -120,7 +134,11 @@ impl Drop for Postgres {
         }
         if let Some((server, name)) = &self.shared {
             let _ = Command::new(tool("psql"))
-                .args([server.as_str(), "-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+                .args([
+                    server.as_str(),
+                    "-c",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
                 .output();
         }
     }

@@ -12,7 +12,13 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .expect("test executable directory");
     let path = dir.join(name);
     assert!(
@@ -26,7 +32,11 @@ pub fn bin(name: &str) -> PathBuf {
 /// Finds an external program on PATH or in extra places; panics naming the Debian package.
 pub fn external(name: &str, extra: &[&str], package: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let extra = extra.iter().map(PathBuf::from);
     on_path
