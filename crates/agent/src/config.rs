@@ -99,6 +99,14 @@ impl Paths {
     }
 }
 
+/// Reads a config file; a missing file reads as empty (all defaults) unless `required`.
+pub fn read_config_text(path: &Path, required: bool) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(String::new()),
+        other => other,
+    }
+}
+
 /// `root` + an absolute path.
 pub fn join_root(root: &Path, path: &Path) -> PathBuf {
     match path.strip_prefix("/") {
@@ -120,16 +128,10 @@ impl Config {
 
     /// Reads `path`. A missing file is an error only when `required` (it was named explicitly).
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
+        let text = read_config_text(path, required).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 

@@ -114,20 +114,7 @@ impl Identity {
     /// Loads the stored identity.
     pub fn load(paths: &Paths) -> Result<Self, IdentityError> {
         let path = paths.identity();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(IdentityError::NotEnrolled { path });
-            }
-            Err(source) => {
-                return Err(FileError {
-                    action: "cannot read",
-                    path,
-                    source,
-                }
-                .into());
-            }
-        };
+        let text = read_enrolled(&path)?;
         let damaged = |detail: String| IdentityError::Damaged {
             path: path.clone(),
             detail,
@@ -193,20 +180,7 @@ impl Enrollment {
     /// Reads `enrollment.json`.
     pub fn load(paths: &Paths) -> Result<Self, IdentityError> {
         let path = paths.enrollment();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(IdentityError::NotEnrolled { path });
-            }
-            Err(source) => {
-                return Err(FileError {
-                    action: "cannot read",
-                    path,
-                    source,
-                }
-                .into());
-            }
-        };
+        let text = read_enrolled(&path)?;
         serde_json::from_str(&text).map_err(|e| IdentityError::Damaged {
             path,
             detail: e.to_string(),
@@ -229,14 +203,20 @@ impl Enrollment {
 
 /// Reads the pinned controller CA.
 pub fn load_controller_ca(paths: &Paths) -> Result<String, IdentityError> {
-    let path = paths.controller_ca();
-    std::fs::read_to_string(&path).map_err(|source| {
+    read_enrolled(&paths.controller_ca())
+}
+
+/// Reads a file that enrollment writes; a missing one means the host is not enrolled.
+fn read_enrolled(path: &std::path::Path) -> Result<String, IdentityError> {
+    std::fs::read_to_string(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
-            IdentityError::NotEnrolled { path }
+            IdentityError::NotEnrolled {
+                path: path.to_owned(),
+            }
         } else {
             FileError {
                 action: "cannot read",
-                path,
+                path: path.to_owned(),
                 source,
             }
             .into()

@@ -6,6 +6,7 @@ pub mod config;
 pub mod enroll;
 pub mod host;
 pub mod identity;
+pub mod logging;
 pub mod pki;
 pub mod runtime;
 pub mod state;

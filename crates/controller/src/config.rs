@@ -92,16 +92,12 @@ impl Config {
 
     /// Reads `path`; a missing file is an error only when `required`.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
+        let text = gatehouse_agent::config::read_config_text(path, required).map_err(|source| {
+            ConfigError::Read {
+                path: path.to_owned(),
+                source,
             }
-        };
+        })?;
         Self::parse(path, &text)
     }
 

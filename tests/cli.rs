@@ -1,0 +1,160 @@
+//! The binaries as a new user meets them: dev mode, and bad config files.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use gatehouse_testkit::process::bin;
+use gatehouse_testkit::{free_port, wait_for};
+
+#[test]
+fn dev_mode_runs_a_controller_and_an_agent_and_stops_cleanly_on_ctrl_c() {
+    let (agent_port, admin_port) = (free_port(), free_port());
+    let mut dev = Command::new(bin("gatehouse-controller"))
+        .args(["dev", "--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    wait_for("the dev banner", Duration::from_secs(60), || {
+        while let Ok(line) = rx.try_recv() {
+            banner.push(line);
+        }
+        banner
+            .iter()
+            .any(|l| l.contains("Press Ctrl-C"))
+            .then_some(())
+    });
+    let text = banner.join("\n");
+    let data = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("data:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("data dir in banner")
+        .to_owned();
+    assert!(text.contains("temporary, removed on exit"), "{text}");
+
+    // The printed commands work as printed.
+    for prefix in ["gatehousectl --socket", "gatehousectl --controller"] {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` command in:\n{text}"));
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let agents = wait_for("the local agent online", Duration::from_secs(30), || {
+            let out = Command::new(bin("gatehousectl"))
+                .args(&args)
+                .args(["--output", "json"])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v[0]["status"] == "online").then_some(v)
+        });
+        assert_eq!(agents.as_array().unwrap().len(), 1);
+        assert_eq!(agents[0]["labels"]["dev"], "true");
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_for("dev mode to exit", Duration::from_secs(20), || {
+        dev.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter().any(|l| l.contains("dev mode stopped")),
+        "{rest:?}"
+    );
+    assert!(
+        !std::path::Path::new(&data).exists(),
+        "{data} was not removed"
+    );
+}
+
+#[test]
+fn bad_config_files_stop_with_a_message_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "gatehouse-controller",
+            "report_interval = \"often\"\n",
+            "`report_interval`",
+        ),
+        (
+            "gatehouse-controller",
+            "agent_listen = \"nowhere\"\n",
+            "`agent_listen`",
+        ),
+        ("gatehouse-controller", "not toml at all", "controller.toml"),
+        (
+            "gatehouse-agent",
+            "controller = \"http://plain\"\n",
+            "`controller`",
+        ),
+        ("gatehouse-agent", "colour = \"blue\"\n", "colour"),
+    ];
+    for (program, text, expected) in cases {
+        let name = if program == "gatehouse-agent" {
+            "agent.toml"
+        } else {
+            "controller.toml"
+        };
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin(program))
+            .arg("--config")
+            .arg(&path)
+            .arg("run")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{program} {text}: {stderr}");
+        assert!(stderr.contains(expected), "{program} {text}: {stderr}");
+    }
+    // A config file that is named but missing is an error too.
+    let out = Command::new(bin("gatehouse-agent"))
+        .args(["--config", "/nonexistent/agent.toml", "run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.toml"));
+}
+
+#[test]
+fn an_agent_that_never_enrolled_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("root = {:?}\n", dir.path().display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new(bin("gatehouse-agent"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not enrolled") && stderr.contains("gatehouse-agent enroll"),
+        "{stderr}"
+    );
+}
