@@ -4,6 +4,7 @@
 //! of the types in [`names`] at the edge, on both sides.
 
 pub mod names;
+pub mod spec;
 
 /// Generated protobuf and gRPC code for `gatehouse.v1`.
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]

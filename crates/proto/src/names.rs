@@ -185,6 +185,258 @@ pub fn parse_label_arg(arg: &str) -> Result<(String, String), NameError> {
     Ok((k.0, v.0))
 }
 
+/// A DNS name as it may appear in a certificate or a Caddy site address: lowercase LDH labels of
+/// 1–63 characters, at most 253 characters in all, IDNA names in their `xn--` form, and `*` only
+/// as the whole leftmost label. Input is lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainName(String);
+
+impl FromStr for DomainName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |rule| NameError::new("domain", s, rule);
+        if s.is_empty() {
+            return Err(err("must not be empty"));
+        }
+        if let Some(c) = s.chars().find(|c| !c.is_ascii()) {
+            let _ = c;
+            return Err(err(
+                "must be ASCII: write internationalised names in their xn-- form",
+            ));
+        }
+        if s.chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+        {
+            return Err(err("must not contain whitespace or control characters"));
+        }
+        if s.contains(['{', '}']) {
+            return Err(err("must not contain '{' or '}' (no Caddy placeholders)"));
+        }
+        if s.contains('/') {
+            return Err(err("must not contain '/'"));
+        }
+        if s.contains("..") {
+            return Err(err("must not contain an empty label ('..')"));
+        }
+        let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+        if name.len() > 253 {
+            return Err(err("must be at most 253 characters"));
+        }
+        for (i, label) in name.split('.').enumerate() {
+            if label == "*" {
+                if i != 0 {
+                    return Err(err("'*' may only be the leftmost label"));
+                }
+                continue;
+            }
+            if label.is_empty() || label.len() > 63 {
+                return Err(err("each label must be 1 to 63 characters"));
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(err(
+                    "may contain only a-z, 0-9, '-' and '.' (and '*' as the leftmost label)",
+                ));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(err("a label must not start or end with '-'"));
+            }
+        }
+        if name == "*" {
+            return Err(err("a wildcard needs a parent domain, like *.example.com"));
+        }
+        Ok(Self(name))
+    }
+}
+
+impl DomainName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is a wildcard (`*.example.com`).
+    pub fn is_wildcard(&self) -> bool {
+        self.0.starts_with("*.")
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The name of a gatehouse resource on a host (a site, a certificate): 1–63 characters of
+/// `[a-z0-9-]`, starting with a letter or digit. Safe in file names and unit names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceName(String);
+
+impl FromStr for ResourceName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |rule| NameError::new("name", s, rule);
+        if s.is_empty() || s.len() > 63 {
+            return Err(err("must be 1 to 63 characters"));
+        }
+        if !s.as_bytes()[0].is_ascii_lowercase() && !s.as_bytes()[0].is_ascii_digit() {
+            return Err(err("must start with a lowercase letter or a digit"));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(err("may contain only a-z, 0-9 and '-'"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl ResourceName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A name derived from a domain: `www.example.com` → `www-example-com`,
+    /// `*.example.com` → `wildcard-example-com` (cut to 63 characters).
+    pub fn from_domain(domain: &DomainName) -> Self {
+        let text = domain.as_str().replace("*.", "wildcard.").replace('.', "-");
+        let cut: String = text.chars().take(63).collect();
+        Self(cut.trim_end_matches('-').to_owned())
+    }
+}
+
+impl fmt::Display for ResourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A reverse-proxy upstream: `host:port`, where host is a domain name, an IPv4 address or a
+/// bracketed IPv6 address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    host: String,
+    port: u16,
+}
+
+impl FromStr for Upstream {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |rule| NameError::new("upstream", s, rule);
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| err("must look like host:port, for example 127.0.0.1:8080"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| err("the port must be a number from 1 to 65535"))?;
+        let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| err("the bracketed host must be an IPv6 address"))?;
+            format!("[{v6}]")
+        } else if host.parse::<std::net::Ipv4Addr>().is_ok() {
+            host.to_owned()
+        } else {
+            let d: DomainName = host.parse().map_err(|e: NameError| NameError {
+                field: "upstream",
+                value: s.chars().take(80).collect(),
+                rule: e.rule,
+            })?;
+            if d.is_wildcard() {
+                return Err(err("the host must not be a wildcard"));
+            }
+            d.0
+        };
+        Ok(Self { host, port })
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// A response header name: 1–64 token characters (RFC 9110).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HeaderName(String);
+
+impl FromStr for HeaderName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 64 {
+            return Err(NameError::new(
+                "header name",
+                s,
+                "must be 1 to 64 characters",
+            ));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(NameError::new(
+                "header name",
+                s,
+                "may contain only letters, digits and !#$%&'*+-.^_`|~",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl HeaderName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A response header value: up to 1024 printable ASCII characters without `"`, `\`, `{` or `}`
+/// (so it can be quoted in a Caddyfile and never holds a placeholder).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HeaderValue(String);
+
+impl FromStr for HeaderValue {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() > 1024 {
+            return Err(NameError::new(
+                "header value",
+                s,
+                "must be at most 1024 characters",
+            ));
+        }
+        if !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(NameError::new(
+                "header value",
+                s,
+                "must be printable ASCII (no control characters or newlines)",
+            ));
+        }
+        if s.contains(['"', '\\', '{', '}']) {
+            return Err(NameError::new(
+                "header value",
+                s,
+                "must not contain '\"', '\\', '{' or '}'",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl HeaderValue {
+    /// The value as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The role an API token carries. Each role can do what the ones below it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -266,6 +518,101 @@ mod tests {
         assert!(parse_label_arg("-x=1").is_err());
         assert!(parse_label_arg("k=a\nb").is_err());
         assert!(parse_label_arg("k=").is_ok());
+    }
+
+    #[test]
+    fn domains() {
+        for good in [
+            "example.com",
+            "WWW.Example.COM",
+            "*.example.com",
+            "xn--bcher-kva.example",
+            "a-b.c1.io",
+            "localhost",
+            "example.com.",
+        ] {
+            let d: DomainName = good.parse().unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(d.as_str(), d.as_str().to_ascii_lowercase());
+        }
+        assert_eq!(
+            "Example.COM.".parse::<DomainName>().unwrap().as_str(),
+            "example.com"
+        );
+        let long_label = format!("{}.com", "a".repeat(64));
+        let long_name = format!("{}.com", vec!["a".repeat(60); 5].join("."));
+        for (bad, rule) in [
+            ("", "must not be empty"),
+            ("exa mple.com", "whitespace"),
+            ("example.com\nevil", "whitespace"),
+            ("{http.request.host}", "placeholders"),
+            ("ex}ample.com", "placeholders"),
+            ("a/b.com", "'/'"),
+            ("a..b.com", "'..'"),
+            ("..example.com", "'..'"),
+            ("www.*.example.com", "leftmost"),
+            ("*", "parent domain"),
+            ("-a.com", "start or end"),
+            ("a_b.com", "may contain only"),
+            ("bücher.example", "xn--"),
+            (long_label.as_str(), "1 to 63"),
+            (long_name.as_str(), "253"),
+        ] {
+            let err = bad.parse::<DomainName>().unwrap_err();
+            assert_eq!(err.field, "domain");
+            assert!(err.rule.contains(rule), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn resource_names() {
+        assert!("www-example-com".parse::<ResourceName>().is_ok());
+        for bad in ["", "-x", "Www", "a.b", "a/b", "../x", &"a".repeat(64)] {
+            assert!(bad.parse::<ResourceName>().is_err(), "{bad}");
+        }
+        let d: DomainName = "*.Example.com".parse().unwrap();
+        assert_eq!(
+            ResourceName::from_domain(&d).as_str(),
+            "wildcard-example-com"
+        );
+    }
+
+    #[test]
+    fn upstreams() {
+        for (good, shown) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("[::1]:9000", "[::1]:9000"),
+            ("App.internal:80", "app.internal:80"),
+        ] {
+            assert_eq!(good.parse::<Upstream>().unwrap().to_string(), shown);
+        }
+        for bad in [
+            "127.0.0.1",
+            "host:0",
+            "host:99999",
+            "[nothex]:80",
+            "*.x.com:80",
+            "a b:80",
+            "{upstream}:80",
+            "h:80\nreverse_proxy evil",
+        ] {
+            let err = bad.parse::<Upstream>().unwrap_err();
+            assert_eq!(err.field, "upstream", "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert!("X-Frame-Options".parse::<HeaderName>().is_ok());
+        assert!("X Frame".parse::<HeaderName>().is_err());
+        assert!("DENY".parse::<HeaderValue>().is_ok());
+        assert!(
+            "max-age=63072000; includeSubDomains"
+                .parse::<HeaderValue>()
+                .is_ok()
+        );
+        for bad in ["a\nb", "a\"b", "{http.host}", "a\\b"] {
+            assert!(bad.parse::<HeaderValue>().is_err(), "{bad}");
+        }
     }
 
     #[test]
