@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::host::caddy::CaddyConfig;
 use crate::transport::ControllerUrl;
 
 /// The agent's default config file.
@@ -40,6 +41,19 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     tls_dir: Option<PathBuf>,
     report_interval: Option<String>,
+    caddy: Option<RawCaddy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaddy {
+    enabled: Option<bool>,
+    caddyfile: Option<PathBuf>,
+    sites_dir: Option<PathBuf>,
+    admin: Option<String>,
+    bin: Option<PathBuf>,
+    user: Option<String>,
+    check_address: Option<String>,
 }
 
 /// The agent's validated configuration.
@@ -53,6 +67,8 @@ pub struct Config {
     pub paths: Paths,
     /// How often to report until the controller says otherwise.
     pub report_interval: Duration,
+    /// Caddy, when this host's sites are managed (`caddy.enabled`, the default).
+    pub caddy: Option<CaddyConfig>,
 }
 
 /// Every path the agent writes, below one root so tests and dev mode run without root.
@@ -97,6 +113,16 @@ impl Paths {
     pub fn status(&self) -> PathBuf {
         self.state_dir.join("status.json")
     }
+
+    /// Site certificates and keys (0700, owned by Caddy's user).
+    pub fn site_certs(&self) -> PathBuf {
+        self.tls_dir.join("sites")
+    }
+
+    /// Which site certificate files are current.
+    pub fn certificates_index(&self) -> PathBuf {
+        self.state_dir.join("certificates.json")
+    }
 }
 
 /// Reads a config file; a missing file reads as empty (all defaults) unless `required`.
@@ -123,6 +149,7 @@ impl Config {
             ca_hash: None,
             paths: Paths::under(root),
             report_interval: Duration::from_secs(30),
+            caddy: Some(default_caddy(root)),
         }
     }
 
@@ -167,12 +194,70 @@ impl Config {
             config.ca_hash =
                 Some(crate::pki::parse_ca_hash(&hash).map_err(|m| field("ca_hash", m))?);
         }
+        if let Some(raw_caddy) = raw.caddy {
+            config.caddy = caddy_config(&root, raw_caddy).map_err(|(f, m)| field(f, m))?;
+        }
         if let Some(interval) = raw.report_interval {
             config.report_interval =
                 parse_interval(&interval).map_err(|m| field("report_interval", m))?;
         }
         Ok(config)
     }
+}
+
+fn default_caddy(root: &Path) -> CaddyConfig {
+    CaddyConfig {
+        caddyfile: join_root(root, Path::new("/etc/caddy/Caddyfile")),
+        sites_dir: join_root(root, Path::new("/etc/caddy/gatehouse.d")),
+        admin: "http://localhost:2019".into(),
+        bin: PathBuf::from("caddy"),
+        user: Some("caddy".into()),
+        check_address: "127.0.0.1".parse().expect("valid"),
+    }
+}
+
+fn caddy_config(root: &Path, raw: RawCaddy) -> Result<Option<CaddyConfig>, (&'static str, String)> {
+    if raw.enabled == Some(false) {
+        return Ok(None);
+    }
+    let mut c = default_caddy(root);
+    if let Some(p) = raw.caddyfile {
+        c.caddyfile = join_root(root, &p);
+    }
+    if let Some(p) = raw.sites_dir {
+        let text = p.display().to_string();
+        if text.contains(|ch: char| ch.is_whitespace() || ch == '"' || ch == '{' || ch == '}') {
+            return Err((
+                "caddy.sites_dir",
+                "must not contain whitespace, quotes or braces".into(),
+            ));
+        }
+        c.sites_dir = join_root(root, &p);
+    }
+    if let Some(admin) = raw.admin {
+        if !admin.starts_with("http://") && !admin.starts_with("https://") {
+            return Err((
+                "caddy.admin",
+                format!("{admin:?} must be a URL like http://localhost:2019"),
+            ));
+        }
+        c.admin = admin;
+    }
+    if let Some(bin) = raw.bin {
+        c.bin = bin;
+    }
+    if let Some(user) = raw.user {
+        c.user = (!user.is_empty()).then_some(user);
+    }
+    if let Some(addr) = raw.check_address {
+        c.check_address = addr.parse().map_err(|_| {
+            (
+                "caddy.check_address",
+                format!("{addr:?} is not an IP address"),
+            )
+        })?;
+    }
+    Ok(Some(c))
 }
 
 /// Parses a duration such as `30s` or `5m`, at least one second.
@@ -211,6 +296,11 @@ mod tests {
             Path::new("/sandbox/etc/gatehouse/tls/agent.pem")
         );
         assert_eq!(c.report_interval, Duration::from_secs(10));
+        let caddy = c.caddy.unwrap();
+        assert_eq!(caddy.sites_dir, Path::new("/sandbox/etc/caddy/gatehouse.d"));
+        assert_eq!(caddy.user.as_deref(), Some("caddy"));
+        let off = Config::parse(Path::new("a.toml"), "[caddy]\nenabled = false").unwrap();
+        assert!(off.caddy.is_none());
     }
 
     #[test]
@@ -228,6 +318,14 @@ mod tests {
         assert!(e.contains("colour"), "{e}");
         let e = Config::parse(p, "root = \"rel\"").unwrap_err().to_string();
         assert!(e.contains("`root`"), "{e}");
+        let e = Config::parse(p, "[caddy]\nadmin = \"localhost:2019\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`caddy.admin`"), "{e}");
+        let e = Config::parse(p, "[caddy]\nsites_dir = \"/etc/caddy/my sites\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`caddy.sites_dir`"), "{e}");
     }
 
     #[test]

@@ -78,8 +78,23 @@ impl fmt::Debug for PendingKey {
 impl PendingKey {
     /// Generates a P-256 key on this host and a CSR for it.
     pub fn generate() -> Result<Self, IdentityError> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+        Self::generate_for(gatehouse_proto::v1::KeyType::P256, &[])
+    }
+
+    /// Generates a key of `key_type` on this host and a CSR naming `domains`.
+    pub fn generate_for(
+        key_type: gatehouse_proto::v1::KeyType,
+        domains: &[String],
+    ) -> Result<Self, IdentityError> {
+        let key = match key_type {
+            gatehouse_proto::v1::KeyType::P256 => {
+                rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?
+            }
+            gatehouse_proto::v1::KeyType::Rsa2048 => {
+                rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
+            }
+        };
+        let csr = rcgen::CertificateParams::new(domains.to_vec())?.serialize_request(&key)?;
         Ok(Self {
             key_pem: key.serialize_pem(),
             csr_der: csr.der().to_vec(),
@@ -87,15 +102,27 @@ impl PendingKey {
         })
     }
 
-    /// Pairs the key with the certificate the controller issued for it, after checking that the
-    /// certificate is for this key and names an agent.
-    pub fn complete(self, chain_pem: &str) -> Result<Identity, String> {
+    /// The private key, PEM (to be written 0600, never sent).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// Checks that the first certificate of `chain_pem` is for this key.
+    pub fn matches(&self, chain_pem: &str) -> Result<(), String> {
         let chain = pki::certs_from_pem(chain_pem).map_err(|e| e.to_string())?;
         let (_, cert) = x509_parser::parse_x509_certificate(&chain[0])
             .map_err(|e| format!("malformed certificate: {e}"))?;
         if cert.tbs_certificate.subject_pki.raw != self.public_key_der.as_slice() {
             return Err("the certificate is not for the key this host generated".into());
         }
+        Ok(())
+    }
+
+    /// Pairs the key with the certificate the controller issued for it, after checking that the
+    /// certificate is for this key and names an agent.
+    pub fn complete(self, chain_pem: &str) -> Result<Identity, String> {
+        self.matches(chain_pem)?;
+        let chain = pki::certs_from_pem(chain_pem).map_err(|e| e.to_string())?;
         let info = CertInfo::from_der(&chain[0]).map_err(|e| e.to_string())?;
         let agent_id = info
             .agent_id

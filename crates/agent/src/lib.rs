@@ -8,6 +8,7 @@ pub mod host;
 pub mod identity;
 pub mod logging;
 pub mod pki;
+pub mod reconcile;
 pub mod runtime;
 pub mod state;
 pub mod status;

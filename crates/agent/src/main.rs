@@ -113,7 +113,9 @@ async fn run(command: Command, config: Config) -> Result<(), (u8, String)> {
             Ok(())
         }
         Command::Run => {
-            let agent = runtime::Agent::start(config).map_err(|e| failed(e.to_string()))?;
+            let agent = runtime::Agent::start(config)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(agent.run(shutdown.clone()));
             wait_for_signal().await;

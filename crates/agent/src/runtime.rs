@@ -10,8 +10,8 @@ use gatehouse_proto::v1::agent_message::Msg as Up;
 use gatehouse_proto::v1::agent_service_client::AgentServiceClient;
 use gatehouse_proto::v1::controller_message::Msg as Down;
 use gatehouse_proto::v1::{
-    Ack, AgentMessage, DesiredState, Hello, HostFacts, IdentityRenewal, RenewRequest, Report,
-    WhoAmIRequest,
+    Ack, AgentMessage, CertificateRequest, DesiredState, Hello, HostFacts, IdentityRenewal,
+    ItemResult, RenewRequest, Report, WhoAmIRequest,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
@@ -21,14 +21,21 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::enroll::error_chain;
+use crate::host::caddy::Caddy;
+use crate::host::certs::CertStore;
+use crate::host::files::Owner;
 use crate::host::{files, metrics};
 use crate::identity::{self, Enrollment, Identity, IdentityError, PendingKey};
+use crate::reconcile::Host;
 use crate::status::Status;
 use crate::transport::{self, ControllerUrl};
 use crate::{now_unix, random_below, state};
 
 /// How many reports the agent keeps while the controller is away.
 pub const REPORT_BUFFER: usize = 16;
+
+/// How often the agent looks at its host again without being asked (renewals, retries).
+pub const RECHECK: Duration = Duration::from_secs(60);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,12 +139,38 @@ pub struct Agent {
     interval: watch::Sender<Duration>,
     reports: ReportBuffer,
     facts: Mutex<HostFacts>,
+    host: Host,
+    /// Certificate requests to send when connected.
+    outbox: Mutex<Vec<CertificateRequest>>,
+    /// The results last sent in an Ack, to send again only when they change.
+    last_results: Mutex<(u64, Vec<ItemResult>)>,
+}
+
+/// The owner of site certificate files: Caddy's user, when the agent can chown to it.
+fn cert_owner(config: &Config) -> Option<Owner> {
+    let name = config.caddy.as_ref()?.user.as_deref()?;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Some(Owner {
+            uid: user.uid,
+            gid: user.gid,
+        }),
+        _ => {
+            warn!(
+                user = name,
+                "Caddy's user does not exist; certificate files stay owned by root"
+            );
+            None
+        }
+    }
 }
 
 impl Agent {
     /// Loads the identity and the persisted state; reapplies that state right away, without
     /// the controller.
-    pub fn start(config: Config) -> Result<Arc<Self>, StartError> {
+    pub async fn start(config: Config) -> Result<Arc<Self>, StartError> {
         let paths = &config.paths;
         let enrollment = Enrollment::load(paths)?;
         let identity = Identity::load(paths)?;
@@ -168,7 +201,18 @@ impl Agent {
             ..Status::default()
         };
         let (interval, _) = watch::channel(config.report_interval);
+        let host = Host::new(
+            config.caddy.clone().map(Caddy::new),
+            CertStore::new(
+                &paths.site_certs(),
+                &paths.certificates_index(),
+                cert_owner(&config),
+            ),
+        );
         let agent = Arc::new(Self {
+            host,
+            outbox: Mutex::default(),
+            last_results: Mutex::default(),
             controller,
             status: Mutex::new(status),
             applied: Mutex::new(None),
@@ -187,7 +231,10 @@ impl Agent {
                     generation = persisted.generation,
                     "reapplying the persisted desired state"
                 );
-                agent.accept(persisted, "persisted");
+                let results = agent.accept(persisted, "persisted").await;
+                for failed in results.iter().filter(|r| !r.ok) {
+                    warn!(item = %failed.item, "{}", failed.error);
+                }
             }
             Ok(None) => info!("no persisted desired state yet"),
             Err(e) => warn!("{e}"),
@@ -227,8 +274,18 @@ impl Agent {
     }
 
     /// Applies `desired` and records it as applied; returns the per-item results.
-    fn accept(&self, desired: DesiredState, from: &str) -> Vec<gatehouse_proto::v1::ItemResult> {
-        let results = state::apply(&desired);
+    async fn accept(&self, desired: DesiredState, from: &str) -> Vec<ItemResult> {
+        let outcome = self.host.reconcile(&desired, now_unix()).await;
+        self.outbox
+            .lock()
+            .expect("outbox lock")
+            .extend(outcome.requests);
+        let mut results = vec![ItemResult {
+            item: "settings/agent".into(),
+            ok: true,
+            error: String::new(),
+        }];
+        results.extend(outcome.results);
         if desired.report_interval_seconds > 0 {
             self.interval.send_replace(Duration::from_secs(u64::from(
                 desired.report_interval_seconds,
@@ -293,6 +350,7 @@ impl Agent {
                 sampled_at: now_unix(),
                 metrics: Some(report),
                 applied_generation: self.applied_generation(),
+                certificates: self.host.certs().inventory(),
             });
             next = Instant::now() + jitter(*interval.borrow());
         }
@@ -371,7 +429,10 @@ impl Agent {
         for report in self.reports.drain() {
             send(&tx, Up::Report(report)).await?;
         }
+        // Ask again for what is still outstanding.
+        self.refresh(&tx, false).await?;
 
+        let mut recheck = tokio::time::interval_at(Instant::now() + RECHECK, RECHECK);
         let mut rotate_at = rotation_time(&identity);
         let mut pending: Option<PendingKey> = None;
         loop {
@@ -401,12 +462,23 @@ impl Agent {
                                 }
                             }
                         }
+                        Some(Down::Certificate(issued)) => {
+                            if let Err(e) = self.host.install(&issued) {
+                                warn!(certificate = %issued.name, "cannot install the issued certificate: {e}");
+                            }
+                            self.refresh(&tx, true).await?;
+                        }
+                        Some(Down::CertificateError(e)) => {
+                            self.host.issuance_failed(&e.name, &e.error);
+                            self.refresh(&tx, true).await?;
+                        }
                         Some(Down::Goodbye(bye)) => {
                             return Err(SessionError::Closed(format!("the controller said goodbye: {}", bye.reason)));
                         }
                         None => debug!("ignoring an empty message"),
                     }
                 }
+                _ = recheck.tick() => self.refresh(&tx, true).await?,
                 _ = self.reports.ready.notified() => {
                     for report in self.reports.drain() {
                         send(&tx, Up::Report(report)).await?;
@@ -430,14 +502,58 @@ impl Agent {
         tx: &mpsc::Sender<AgentMessage>,
     ) -> Result<(), SessionError> {
         let generation = desired.generation;
-        let results = if generation == self.applied_generation() {
+        if generation == self.applied_generation() {
             debug!(generation, "desired state up to date");
-            Vec::new()
-        } else {
-            info!(generation, "applying desired state");
-            state::save(&self.config.paths, &desired)?;
-            self.accept(desired, "controller")
+            return self.refresh(tx, false).await;
+        }
+        info!(generation, "applying desired state");
+        state::save(&self.config.paths, &desired)?;
+        let results = self.accept(desired, "controller").await;
+        self.send_ack(tx, generation, results, false).await?;
+        self.flush_outbox(tx).await
+    }
+
+    /// Looks at the host again for the applied state. With `reconcile`, a full pass (a
+    /// certificate arrived, a renewal may be due, a retry) acknowledged again only when the
+    /// results changed; without, only what was never acknowledged is.
+    async fn refresh(
+        &self,
+        tx: &mpsc::Sender<AgentMessage>,
+        reconcile: bool,
+    ) -> Result<(), SessionError> {
+        let Some(desired) = self.applied.lock().expect("applied lock").clone() else {
+            return Ok(());
         };
+        let generation = desired.generation;
+        let from = self
+            .status()
+            .applied_from
+            .unwrap_or_else(|| "controller".into());
+        if !reconcile && self.last_results.lock().expect("results lock").0 == generation {
+            return self.flush_outbox(tx).await;
+        }
+        let results = self.accept(desired, &from).await;
+        self.send_ack(tx, generation, results, true).await?;
+        self.flush_outbox(tx).await
+    }
+
+    async fn send_ack(
+        &self,
+        tx: &mpsc::Sender<AgentMessage>,
+        generation: u64,
+        results: Vec<ItemResult>,
+        only_if_changed: bool,
+    ) -> Result<(), SessionError> {
+        {
+            let mut last = self.last_results.lock().expect("results lock");
+            if only_if_changed && last.0 == generation && last.1 == results {
+                return Ok(());
+            }
+            *last = (generation, results.clone());
+        }
+        for failed in results.iter().filter(|r| !r.ok) {
+            info!(generation, item = %failed.item, "not applied: {}", failed.error);
+        }
         send(
             tx,
             Up::Ack(Ack {
@@ -446,6 +562,15 @@ impl Agent {
             }),
         )
         .await
+    }
+
+    async fn flush_outbox(&self, tx: &mpsc::Sender<AgentMessage>) -> Result<(), SessionError> {
+        let requests: Vec<CertificateRequest> =
+            self.outbox.lock().expect("outbox lock").drain(..).collect();
+        for request in requests {
+            send(tx, Up::CertificateRequest(request)).await?;
+        }
+        Ok(())
     }
 
     /// Checks a renewed certificate with a fresh connection before replacing the current one.

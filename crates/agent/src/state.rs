@@ -1,7 +1,7 @@
 //! The last desired state the agent accepted, persisted (0600) so the host is put back in shape
 //! at start without the controller, and the apply step that turns it into effects.
 
-use gatehouse_proto::v1::{DesiredState, ItemResult};
+use gatehouse_proto::v1::DesiredState;
 use prost::Message;
 
 use crate::config::Paths;
@@ -44,19 +44,6 @@ pub fn save(paths: &Paths, state: &DesiredState) -> Result<(), StateError> {
     files::ensure_dir(&paths.state_dir, 0o700)?;
     files::write_atomic(&paths.desired_state(), &state.encode_to_vec(), 0o600, None)?;
     Ok(())
-}
-
-/// Applies a desired state to the host and says how each item went.
-///
-/// The state so far holds only settings (labels, report interval), which take effect in the
-/// agent itself; host resources (certificates, sites, tunnels, interfaces) join here, each as
-/// plan → apply.
-pub fn apply(_state: &DesiredState) -> Vec<ItemResult> {
-    vec![ItemResult {
-        item: "settings/agent".into(),
-        ok: true,
-        error: String::new(),
-    }]
 }
 
 #[cfg(test)]

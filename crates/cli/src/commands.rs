@@ -54,6 +54,15 @@ pub enum AgentsCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Make an earlier generation's content the newest generation.
+    Rollback {
+        id: String,
+        /// The generation to go back to (see `agents status`).
+        #[arg(long = "to")]
+        to: u64,
+    },
+    /// The last apply result per item, installed certificates and the generation history.
+    Status { id: String },
     /// Replace an agent's labels (a new desired-state generation).
     Label {
         id: String,
@@ -96,7 +105,7 @@ pub enum AuditCommand {
 }
 
 #[derive(Clone)]
-struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(
@@ -112,7 +121,7 @@ impl Interceptor for Bearer {
     }
 }
 
-type Client = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Client = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
 async fn client(cli: &Cli) -> anyhow::Result<Client> {
     let (channel, bearer) = match &cli.controller {
@@ -157,7 +166,7 @@ async fn client(cli: &Cli) -> anyhow::Result<Client> {
 }
 
 /// Turns a refusal into a message that says what to do.
-fn explain(status: tonic::Status) -> anyhow::Error {
+pub fn explain(status: tonic::Status) -> anyhow::Error {
     let hint = match status.code() {
         tonic::Code::Unauthenticated => " (check the API token)",
         tonic::Code::PermissionDenied => " (ask an admin for a token with a higher role)",
@@ -167,7 +176,7 @@ fn explain(status: tonic::Status) -> anyhow::Error {
     anyhow!("{}{hint}", status.message())
 }
 
-fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }
@@ -216,6 +225,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         crate::Command::Agents(AgentsCommand::Label { labels, .. }) => {
             labels_arg(labels)?;
         }
+        crate::Command::Site(cmd) => crate::sites::check(cmd)?,
         _ => {}
     }
     let mut client = client(&cli).await?;
@@ -224,6 +234,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         crate::Command::Token(cmd) => token(&mut client, cmd, out).await,
         crate::Command::Agents(cmd) => agents(&mut client, cmd, out).await,
         crate::Command::Apitoken(cmd) => api_tokens(&mut client, cmd, out).await,
+        crate::Command::Site(cmd) => crate::sites::site(&mut client, cmd, out).await,
+        crate::Command::Cert(cmd) => crate::sites::cert(&mut client, cmd, out).await,
         crate::Command::Audit(AuditCommand::List { limit }) => {
             let entries = client
                 .list_audit(ListAuditRequest { limit })
@@ -394,6 +406,23 @@ async fn agents(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow:
             return Ok(());
         }
         AgentsCommand::Show { id } => client.get_agent(GetAgentRequest { id }).await,
+        AgentsCommand::Rollback { id, to } => {
+            client
+                .rollback_agent(RollbackAgentRequest {
+                    agent_id: id,
+                    to_generation: to,
+                })
+                .await
+        }
+        AgentsCommand::Status { id } => {
+            let status = client
+                .get_agent_status(GetAgentRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_status(&status, out);
+            return Ok(());
+        }
         AgentsCommand::Revoke { id, yes } => {
             confirm(
                 &format!("Revoke agent {id}? It will be disconnected and refused from now on"),
@@ -418,6 +447,75 @@ async fn agents(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow:
         print_agent(&agent);
     }
     Ok(())
+}
+
+fn print_status(s: &AgentStatus, out: Output) {
+    let agent = s.agent.clone().unwrap_or_default();
+    if out == Output::Json {
+        output::json(&json!({
+            "agent": agent_json(&agent),
+            "applied_generation": s.applied_generation,
+            "applied_at": s.applied_at,
+            "results": s.results.iter().map(|r| json!({"item": r.item, "ok": r.ok, "error": r.error})).collect::<Vec<_>>(),
+            "certificates": s.certificates.iter().map(crate::sites::inventory_json).collect::<Vec<_>>(),
+            "history": s.history.iter().map(|h| json!({
+                "generation": h.generation, "created_at": h.created_at,
+                "sites": h.sites, "certificates": h.certificates,
+            })).collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    println!(
+        "agent {} ({}): generation {} applied / {} desired, last apply {}",
+        agent.id,
+        agent.status,
+        s.applied_generation,
+        agent.desired_generation,
+        time(s.applied_at)
+    );
+    println!();
+    let rows = s
+        .results
+        .iter()
+        .map(|r| {
+            vec![
+                r.item.clone(),
+                if r.ok { "ok".into() } else { "failed".into() },
+                r.error.clone(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    output::table(&["ITEM", "RESULT", "ERROR"], &rows);
+    if !s.certificates.is_empty() {
+        println!();
+        let rows = s
+            .certificates
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.serial.clone(),
+                    time(c.not_after),
+                    c.path.clone(),
+                ]
+            })
+            .collect::<Vec<_>>();
+        output::table(&["CERTIFICATE", "SERIAL", "EXPIRES", "PATH"], &rows);
+    }
+    println!();
+    let rows = s
+        .history
+        .iter()
+        .map(|h| {
+            vec![
+                h.generation.to_string(),
+                time(h.created_at),
+                h.sites.to_string(),
+                h.certificates.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    output::table(&["GENERATION", "CREATED", "SITES", "CERTIFICATES"], &rows);
 }
 
 fn print_agent(a: &Agent) {

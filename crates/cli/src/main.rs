@@ -3,6 +3,7 @@
 
 mod commands;
 mod output;
+mod sites;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,12 @@ enum Command {
     /// The audit log of every change.
     #[command(subcommand)]
     Audit(commands::AuditCommand),
+    /// Caddy sites on agents.
+    #[command(subcommand)]
+    Site(sites::SiteCommand),
+    /// Certificates on agents.
+    #[command(subcommand)]
+    Cert(sites::CertCommand),
 }
 
 fn main() -> ExitCode {

@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::secrets::{API_PREFIX, JOIN_PREFIX, Token, random_id};
 use crate::store::{AgentRow, ApiTokenRow, AuditRow, JoinTokenRow};
-use crate::{Shared, now};
+use crate::{Shared, now, sites};
 
 /// The default join token lifetime.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -311,6 +311,105 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    /// Reads the agent's newest desired state, applies `change`, stores the result as the next
+    /// generation and tells the agent's stream. Changes are serialised.
+    async fn change_state(
+        &self,
+        agent_id: &str,
+        change: impl FnOnce(DesiredState) -> Result<DesiredState, sites::Refused>,
+    ) -> Result<DesiredState, Status> {
+        let _guard = self.shared.state_changes.lock().await;
+        self.agent_by_id(agent_id).await?;
+        let store = &self.shared.store;
+        let current = store
+            .desired_latest(agent_id)
+            .await?
+            .map(|d| d.state)
+            .unwrap_or_default();
+        let next = change(current.clone()).map_err(|e| Status::invalid_argument(e.0))?;
+        let unchanged = DesiredState {
+            generation: current.generation,
+            ..next.clone()
+        } == current;
+        if unchanged {
+            return Ok(current);
+        }
+        let stored = store.desired_push(agent_id, next, now()).await?;
+        self.shared.fleet.desired_changed(agent_id);
+        Ok(stored)
+    }
+
+    async fn last_apply(&self, agent_id: &str) -> Result<(u64, i64, Vec<ApplyResult>), Status> {
+        let row = self
+            .shared
+            .store
+            .agent_get(agent_id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no agent {agent_id:?}")))?;
+        if row.last_apply.is_empty() {
+            return Ok((0, 0, Vec::new()));
+        }
+        let v: serde_json::Value = serde_json::from_str(&row.last_apply)
+            .map_err(|_| Status::internal("stored apply result is damaged"))?;
+        let results = v["results"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| ApplyResult {
+                        item: r["item"].as_str().unwrap_or_default().to_owned(),
+                        ok: r["ok"].as_bool().unwrap_or(false),
+                        error: r["error"].as_str().unwrap_or_default().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((
+            v["generation"].as_u64().unwrap_or(0),
+            v["at"].as_i64().unwrap_or(0),
+            results,
+        ))
+    }
+
+    /// The sites of one agent as the API shows them.
+    async fn sites_of(&self, agent_id: &str) -> Result<Vec<Site>, Status> {
+        let Some(latest) = self.shared.store.desired_latest(agent_id).await? else {
+            return Ok(Vec::new());
+        };
+        let (applied, _, results) = self.last_apply(agent_id).await?;
+        let inventory = self.shared.fleet.view(agent_id).certificates;
+        Ok(latest
+            .state
+            .sites
+            .into_iter()
+            .map(|spec| {
+                let (state, error) =
+                    sites::site_state(&spec.name, latest.generation, applied, &results);
+                Site {
+                    agent_id: agent_id.to_owned(),
+                    certificate: sites::site_certificate(&spec, &inventory),
+                    spec: Some(spec),
+                    generation: latest.generation,
+                    state,
+                    error,
+                }
+            })
+            .collect())
+    }
+
+    async fn site(&self, agent_id: &str, name: &str) -> Result<Site, Status> {
+        self.sites_of(agent_id)
+            .await?
+            .into_iter()
+            .find(|s| s.spec.as_ref().is_some_and(|spec| spec.name == name))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no site {name:?} on agent {agent_id}: see gatehousectl site list"
+                ))
+            })
+    }
+}
+
 fn agent_id_arg(id: &str) -> Result<String, Status> {
     id.parse::<gatehouse_proto::names::AgentId>()
         .map(|a| a.to_string())
@@ -439,16 +538,12 @@ impl AdminService for AdminApi {
                 let labels = validate_labels(&req.labels)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 self.agent_by_id(&id).await?;
-                let store = &self.shared.store;
-                store.agent_set_labels(&id, &labels).await?;
-                let mut next = store
-                    .desired_latest(&id)
-                    .await?
-                    .map(|d| d.state)
-                    .unwrap_or_default();
-                next.labels = labels.into_iter().collect();
-                store.desired_push(&id, next, now()).await?;
-                self.shared.fleet.desired_changed(&id);
+                self.shared.store.agent_set_labels(&id, &labels).await?;
+                self.change_state(&id, |mut state| {
+                    state.labels = labels.into_iter().collect();
+                    Ok(state)
+                })
+                .await?;
                 self.agent_by_id(&id).await
             })
             .await?;
@@ -535,6 +630,168 @@ impl AdminService for AdminApi {
                     result: e.result,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn put_site(&self, request: Request<PutSiteRequest>) -> Result<Response<Site>, Status> {
+        let req = request.get_ref().clone();
+        let name = req
+            .site
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let target = format!("agent:{}/site:{name}", req.agent_id);
+        let result = self
+            .mutate(&request, Role::Operator, "site.put", &target, async {
+                let id = agent_id_arg(&req.agent_id)?;
+                let site = req
+                    .site
+                    .clone()
+                    .ok_or_else(|| Status::invalid_argument("site: required"))?;
+                self.change_state(&id, |state| {
+                    sites::put_site(state, site, req.internal_certificate)
+                })
+                .await?;
+                self.site(&id, &name).await
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn list_sites(
+        &self,
+        request: Request<ListSitesRequest>,
+    ) -> Result<Response<ListSitesResponse>, Status> {
+        self.read(&request).await?;
+        let ids = match request.get_ref().agent_id.as_str() {
+            "" => self
+                .shared
+                .store
+                .agent_list()
+                .await?
+                .into_iter()
+                .map(|a| a.id)
+                .collect(),
+            id => vec![agent_id_arg(id)?],
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.sites_of(&id).await?);
+        }
+        Ok(Response::new(ListSitesResponse { sites: out }))
+    }
+
+    async fn get_site(&self, request: Request<GetSiteRequest>) -> Result<Response<Site>, Status> {
+        self.read(&request).await?;
+        let id = agent_id_arg(&request.get_ref().agent_id)?;
+        Ok(Response::new(
+            self.site(&id, &request.get_ref().name).await?,
+        ))
+    }
+
+    async fn delete_site(
+        &self,
+        request: Request<GetSiteRequest>,
+    ) -> Result<Response<Site>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("agent:{}/site:{}", req.agent_id, req.name);
+        let result = self
+            .mutate(&request, Role::Operator, "site.delete", &target, async {
+                let id = agent_id_arg(&req.agent_id)?;
+                let before = self.site(&id, &req.name).await?;
+                let state = self
+                    .change_state(&id, |state| sites::delete_site(state, &req.name))
+                    .await?;
+                Ok(Site {
+                    generation: state.generation,
+                    state: "deleted".into(),
+                    ..before
+                })
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn reissue_certificate(
+        &self,
+        request: Request<ReissueCertificateRequest>,
+    ) -> Result<Response<Agent>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("agent:{}/certificate:{}", req.agent_id, req.name);
+        let result = self
+            .mutate(
+                &request,
+                Role::Operator,
+                "certificate.reissue",
+                &target,
+                async {
+                    let id = agent_id_arg(&req.agent_id)?;
+                    self.change_state(&id, |state| sites::reissue(state, &req.name))
+                        .await?;
+                    self.agent_by_id(&id).await
+                },
+            )
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn rollback_agent(
+        &self,
+        request: Request<RollbackAgentRequest>,
+    ) -> Result<Response<Agent>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("agent:{}", req.agent_id);
+        let action = format!("agent.rollback(to={})", req.to_generation);
+        let result = self
+            .mutate(&request, Role::Operator, &action, &target, async {
+                let id = agent_id_arg(&req.agent_id)?;
+                let earlier = self
+                    .shared
+                    .store
+                    .desired_get(&id, req.to_generation)
+                    .await?
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "agent {id} has no generation {}: see gatehousectl agents status {id}",
+                            req.to_generation
+                        ))
+                    })?;
+                self.change_state(&id, |_| Ok(sites::rollback(earlier.state)))
+                    .await?;
+                self.agent_by_id(&id).await
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn get_agent_status(
+        &self,
+        request: Request<GetAgentRequest>,
+    ) -> Result<Response<AgentStatus>, Status> {
+        self.read(&request).await?;
+        let id = agent_id_arg(&request.get_ref().id)?;
+        let agent = self.agent_by_id(&id).await?;
+        let (applied_generation, applied_at, results) = self.last_apply(&id).await?;
+        let history = self
+            .shared
+            .store
+            .desired_history(&id, 50)
+            .await?
+            .into_iter()
+            .map(|d| GenerationInfo {
+                generation: d.generation,
+                created_at: d.created_at,
+                sites: d.state.sites.len() as u32,
+                certificates: d.state.certificates.len() as u32,
+            })
+            .collect();
+        Ok(Response::new(AgentStatus {
+            agent: Some(agent),
+            applied_generation,
+            applied_at,
+            results,
+            certificates: self.shared.fleet.view(&id).certificates,
+            history,
         }))
     }
 }

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use gatehouse_agent::pki::CertInfo;
 use gatehouse_proto::names::AgentId;
+use gatehouse_proto::spec::{Certificate, Issuer};
 use gatehouse_proto::v1::agent_message::Msg as Up;
 use gatehouse_proto::v1::agent_service_server::AgentService;
 use gatehouse_proto::v1::controller_message::Msg as Down;
 use gatehouse_proto::v1::{
-    AgentMessage, ControllerMessage, DesiredState, EnrollRequest, EnrollResponse, Goodbye,
-    IdentityCertificate, RenewRequest, RenewResponse, WhoAmIRequest, WhoAmIResponse,
+    AgentMessage, CertificateError, CertificateRequest, ControllerMessage, DesiredState,
+    EnrollRequest, EnrollResponse, Goodbye, IdentityCertificate, IssuedCertificate, RenewRequest,
+    RenewResponse, WhoAmIRequest, WhoAmIResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -142,11 +144,13 @@ impl AgentService for AgentApi {
             applied_generation: 0,
             version: String::new(),
             facts: Some(facts),
+            last_apply: String::new(),
         };
         let first = DesiredState {
             generation: 1,
             labels: row.labels.into_iter().collect(),
             report_interval_seconds: self.shared.config.report_interval.as_secs() as u32,
+            ..Default::default()
         };
         store.enroll_agent(&token.id, &agent, &first, now).await??;
         info!(agent_id = %id, token = %token.id, hostname = %agent.hostname, "agent enrolled");
@@ -327,6 +331,52 @@ impl Session {
         Ok(())
     }
 
+    /// Signs a certificate request against the agent's newest desired state: the name,
+    /// revision and domains come from the controller's own spec, never from the CSR.
+    async fn issue_certificate(&self, request: &CertificateRequest) -> Result<String, String> {
+        let shared = &self.api.shared;
+        let latest = shared
+            .store
+            .desired_latest(self.id.as_str())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("this host has no desired state")?;
+        let spec = latest
+            .state
+            .certificates
+            .iter()
+            .find(|c| c.name == request.name)
+            .ok_or_else(|| {
+                format!(
+                    "certificate {} is not in this host's desired state",
+                    request.name
+                )
+            })?;
+        if spec.revision != request.revision {
+            return Err(format!(
+                "certificate {} is at revision {}, the request was for {}",
+                request.name, spec.revision, request.revision
+            ));
+        }
+        let spec = Certificate::try_from(spec).map_err(|e| e.to_string())?;
+        match spec.issuer {
+            Issuer::Internal => {
+                let domains: Vec<String> = spec.domains.iter().map(ToString::to_string).collect();
+                let issued = shared
+                    .site_ca
+                    .issue_site(
+                        &request.csr_der,
+                        &domains,
+                        shared.config.site_cert_lifetime,
+                        now(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                info!(certificate = %request.name, serial = %issued.info.serial, "site certificate issued");
+                Ok(issued.pem)
+            }
+        }
+    }
+
     async fn handle(
         &self,
         message: AgentMessage,
@@ -337,20 +387,46 @@ impl Session {
         match message.msg {
             Some(Up::Ack(ack)) => {
                 for failed in ack.results.iter().filter(|r| !r.ok) {
-                    warn!(generation = ack.generation, item = %failed.item, "apply failed: {}", failed.error);
+                    warn!(generation = ack.generation, item = %failed.item, "not applied: {}", failed.error);
                 }
                 *agent_generation = ack.generation;
                 shared
                     .store
                     .agent_seen(agent, ack.generation, now())
                     .await?;
+                let results: Vec<serde_json::Value> = ack
+                    .results
+                    .iter()
+                    .map(|r| serde_json::json!({"item": r.item, "ok": r.ok, "error": r.error}))
+                    .collect();
+                let json = serde_json::json!({
+                    "generation": ack.generation,
+                    "at": now(),
+                    "results": results,
+                });
+                shared
+                    .store
+                    .agent_set_last_apply(agent, &json.to_string())
+                    .await?;
             }
-            Some(Up::Report(report)) => {
-                if let Some(metrics) = report.metrics {
-                    shared
-                        .fleet
-                        .report(agent, metrics, report.sampled_at, now());
-                }
+            Some(Up::Report(report)) => shared.fleet.report(agent, report, now()),
+            Some(Up::CertificateRequest(request)) => {
+                let reply = match self.issue_certificate(&request).await {
+                    Ok(chain_pem) => Down::Certificate(IssuedCertificate {
+                        name: request.name.clone(),
+                        revision: request.revision,
+                        chain_pem,
+                    }),
+                    Err(error) => {
+                        warn!(certificate = %request.name, "cannot issue: {error}");
+                        Down::CertificateError(CertificateError {
+                            name: request.name.clone(),
+                            revision: request.revision,
+                            error,
+                        })
+                    }
+                };
+                self.send(reply).await;
             }
             Some(Up::IdentityRenewal(renewal)) => {
                 let issued = self.api.issue(&renewal.csr_der, &self.id)?;

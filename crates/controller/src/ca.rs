@@ -1,6 +1,7 @@
-//! The internal CA that identifies agents and the controller: created on first start, its key
-//! sealed with the master key in the store. Issues agent client certificates from CSRs (the
-//! agent's key never leaves its host) and the controller's own server certificate.
+//! The controller's internal CAs, created on first start with their keys sealed with the master
+//! key in the store: the identity CA (agent client certificates and the controller's own server
+//! certificate) and, separate from it, the site CA of the `internal` certificate issuer. Both
+//! sign CSRs: private keys never leave the hosts.
 
 use std::time::Duration;
 
@@ -17,7 +18,30 @@ use time::OffsetDateTime;
 use crate::secrets::MasterKey;
 use crate::store::{Store, StoreError};
 
-const KV_NAME: &str = "ca.identity";
+/// Which CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaKind {
+    /// Identifies agents and the controller.
+    Identity,
+    /// Signs site certificates for the `internal` issuer.
+    Sites,
+}
+
+impl CaKind {
+    fn kv_name(self) -> &'static str {
+        match self {
+            CaKind::Identity => "ca.identity",
+            CaKind::Sites => "ca.sites",
+        }
+    }
+
+    fn common_name(self) -> &'static str {
+        match self {
+            CaKind::Identity => "gatehouse identity CA",
+            CaKind::Sites => "gatehouse internal site CA",
+        }
+    }
+}
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const SERVER_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -53,16 +77,20 @@ pub struct Issued {
 }
 
 /// The identity CA.
-pub struct AgentCa {
+pub struct Ca {
+    kind: CaKind,
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     hash: String,
 }
 
-impl std::fmt::Debug for AgentCa {
+impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentCa").field("hash", &self.hash).finish()
+        f.debug_struct("Ca")
+            .field("kind", &self.kind)
+            .field("hash", &self.hash)
+            .finish()
     }
 }
 
@@ -78,19 +106,25 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-impl AgentCa {
+impl Ca {
     /// Loads the CA from the store, creating it the first time.
-    pub async fn load_or_create(store: &Store, key: &MasterKey, now: i64) -> Result<Self, CaError> {
-        let stored = match store.kv_get(KV_NAME).await? {
+    pub async fn load_or_create(
+        store: &Store,
+        key: &MasterKey,
+        kind: CaKind,
+        now: i64,
+    ) -> Result<Self, CaError> {
+        let name = kind.kv_name();
+        let stored = match store.kv_get(name).await? {
             Some(text) => text,
             None => {
-                let fresh = Self::create(key, now)?;
-                store.kv_insert_if_absent(KV_NAME, &fresh, now).await?
+                let fresh = Self::create(key, kind, now)?;
+                store.kv_insert_if_absent(name, &fresh, now).await?
             }
         };
         let stored: StoredCa =
             serde_json::from_str(&stored).map_err(|e| CaError::Damaged(e.to_string()))?;
-        let key_pem = key.open(KV_NAME, &stored.key_sealed)?;
+        let key_pem = key.open(name, &stored.key_sealed)?;
         let key_pem = String::from_utf8(key_pem).map_err(|e| CaError::Damaged(e.to_string()))?;
         let key_pair = KeyPair::from_pem(&key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&stored.cert_pem, key_pair)?;
@@ -99,6 +133,7 @@ impl AgentCa {
             .remove(0);
         let hash = pki::spki_hash(&cert_der).map_err(|e| CaError::Damaged(e.to_string()))?;
         Ok(Self {
+            kind,
             issuer,
             cert_pem: stored.cert_pem,
             cert_der,
@@ -106,12 +141,12 @@ impl AgentCa {
         })
     }
 
-    fn create(key: &MasterKey, now: i64) -> Result<String, CaError> {
+    fn create(key: &MasterKey, kind: CaKind, now: i64) -> Result<String, CaError> {
         let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params
             .distinguished_name
-            .push(DnType::CommonName, "gatehouse identity CA");
+            .push(DnType::CommonName, kind.common_name());
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = at(now - 3600);
@@ -120,7 +155,7 @@ impl AgentCa {
         let cert = params.self_signed(&key_pair)?;
         let stored = StoredCa {
             cert_pem: cert.pem(),
-            key_sealed: key.seal(KV_NAME, key_pair.serialize_pem().as_bytes()),
+            key_sealed: key.seal(kind.kv_name(), key_pair.serialize_pem().as_bytes()),
         };
         Ok(serde_json::to_string(&stored).expect("serialisable"))
     }
@@ -169,6 +204,49 @@ impl AgentCa {
         let info = CertInfo::from_der(cert.der()).map_err(|e| CaError::Damaged(e.to_string()))?;
         Ok(Issued {
             pem: cert.pem(),
+            info,
+        })
+    }
+
+    /// Issues a TLS server certificate for `domains` to the key in `csr_der` (the `internal`
+    /// site issuer).
+    pub fn issue_site(
+        &self,
+        csr_der: &[u8],
+        domains: &[String],
+        lifetime: Duration,
+        now: i64,
+    ) -> Result<Issued, CaError> {
+        let csr = CertificateSigningRequestParams::from_der(&csr_der.into())
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        if let Some(first) = domains.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        for d in domains {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(d.as_str().try_into().map_err(
+                    |e: rcgen::Error| CaError::ServerName {
+                        name: d.clone(),
+                        detail: e.to_string(),
+                    },
+                )?));
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.not_before = at(now - 3600);
+        params.not_after = at(now + lifetime.as_secs() as i64);
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        let info = CertInfo::from_der(cert.der()).map_err(|e| CaError::Damaged(e.to_string()))?;
+        Ok(Issued {
+            pem: format!("{}{}", cert.pem(), self.cert_pem),
             info,
         })
     }
@@ -222,22 +300,26 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("db").display());
         let store = Store::open(&url).await.unwrap();
         let key = MasterKey::random();
-        let ca = AgentCa::load_or_create(&store, &key, 1_700_000_000)
+        let ca = Ca::load_or_create(&store, &key, CaKind::Identity, 1_700_000_000)
             .await
             .unwrap();
-        // The second load finds the same CA.
-        let again = AgentCa::load_or_create(&store, &key, 1_700_000_000)
+        // The second load finds the same CA; the site CA is another one.
+        let again = Ca::load_or_create(&store, &key, CaKind::Identity, 1_700_000_000)
             .await
             .unwrap();
         assert_eq!(ca.hash(), again.hash());
+        let sites = Ca::load_or_create(&store, &key, CaKind::Sites, 1_700_000_000)
+            .await
+            .unwrap();
+        assert_ne!(sites.hash(), ca.hash());
         // With another master key the sealed CA key cannot be opened.
         assert!(
-            AgentCa::load_or_create(&store, &MasterKey::random(), 0)
+            Ca::load_or_create(&store, &MasterKey::random(), CaKind::Identity, 0)
                 .await
                 .is_err()
         );
         // The key is not stored in the clear.
-        let raw = store.kv_get(KV_NAME).await.unwrap().unwrap();
+        let raw = store.kv_get("ca.identity").await.unwrap().unwrap();
         assert!(!raw.contains("PRIVATE KEY"));
 
         let pending = PendingKey::generate().unwrap();
@@ -255,5 +337,25 @@ mod tests {
             .issue_agent(b"garbage", &id, Duration::from_secs(60), now)
             .unwrap_err();
         assert!(matches!(err, CaError::BadCsr(_)), "{err}");
+
+        let site_key = PendingKey::generate_for(
+            gatehouse_proto::v1::KeyType::Rsa2048,
+            &["www.example.com".into()],
+        )
+        .unwrap();
+        let issued = sites
+            .issue_site(
+                &site_key.csr_der,
+                &["www.example.com".into(), "*.example.com".into()],
+                Duration::from_secs(86400),
+                now,
+            )
+            .unwrap();
+        site_key.matches(&issued.pem).unwrap();
+        assert!(
+            issued.pem.ends_with(sites.cert_pem()),
+            "the chain ends with the site CA"
+        );
+        assert_eq!(issued.info.not_after, now + 86400);
     }
 }

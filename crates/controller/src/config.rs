@@ -40,6 +40,7 @@ struct RawConfig {
     master_key_file: Option<PathBuf>,
     agent_cert_lifetime: Option<String>,
     agent_cert_grace: Option<String>,
+    site_cert_lifetime: Option<String>,
     report_interval: Option<String>,
 }
 
@@ -57,6 +58,8 @@ pub struct Config {
     pub master_key_file: PathBuf,
     pub agent_cert_lifetime: Duration,
     pub agent_cert_grace: Duration,
+    /// Lifetime of certificates from the `internal` site issuer.
+    pub site_cert_lifetime: Duration,
     pub report_interval: Duration,
 }
 
@@ -72,6 +75,7 @@ impl Config {
             master_key_file: data_dir.join("master.key"),
             agent_cert_lifetime: Duration::from_secs(7 * 24 * 3600),
             agent_cert_grace: Duration::from_secs(30 * 24 * 3600),
+            site_cert_lifetime: Duration::from_secs(90 * 24 * 3600),
             report_interval: Duration::from_secs(30),
             data_dir: data_dir.to_owned(),
         }
@@ -176,6 +180,12 @@ impl Config {
         }
         if let Some(d) = raw.agent_cert_grace {
             c.agent_cert_grace = duration("agent_cert_grace", d)?;
+        }
+        if let Some(d) = raw.site_cert_lifetime {
+            c.site_cert_lifetime = duration("site_cert_lifetime", d)?;
+            if c.site_cert_lifetime < Duration::from_secs(60) {
+                return Err(field("site_cert_lifetime", "must be at least 60s".into()));
+            }
         }
         if let Some(d) = raw.report_interval {
             c.report_interval = duration("report_interval", d)?;

@@ -50,6 +50,8 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     // The local agent: every host path under the sandbox.
     let agent_root = data.join("agent-root");
     let mut agent_config = AgentConfig::with_root(&agent_root);
+    // Dev mode does not touch a Caddy it did not start.
+    agent_config.caddy = None;
     let url = ControllerUrl::parse(
         &format!("https://127.0.0.1:{}", running.agent_addr.port()),
         running.agent_addr.port(),
@@ -81,7 +83,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         )
         .await?;
     }
-    let agent = gatehouse_agent::runtime::Agent::start(agent_config)?;
+    let agent = gatehouse_agent::runtime::Agent::start(agent_config).await?;
     let agent_id = agent.agent_id();
     let agent_stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent.run(agent_stop.clone()));

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use gatehouse_proto::v1::HostMetrics;
+use gatehouse_proto::v1::{CertificateInventory, HostMetrics, Report};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +16,8 @@ pub struct LiveView {
     pub last_seen: Option<i64>,
     pub metrics: Option<HostMetrics>,
     pub metrics_sampled_at: i64,
+    /// Certificates installed on the host, from its latest report.
+    pub certificates: Vec<CertificateInventory>,
 }
 
 #[derive(Debug, Default)]
@@ -90,12 +92,13 @@ impl Fleet {
     }
 
     /// Keeps the latest report (only the latest: memory stays bounded).
-    pub fn report(&self, agent: &str, metrics: HostMetrics, sampled_at: i64, now: i64) {
+    pub fn report(&self, agent: &str, report: Report, now: i64) {
         if let Some(live) = self.agents.lock().expect("fleet lock").get_mut(agent) {
             live.view.last_seen = Some(now);
-            if sampled_at >= live.view.metrics_sampled_at {
-                live.view.metrics = Some(metrics);
-                live.view.metrics_sampled_at = sampled_at;
+            if report.sampled_at >= live.view.metrics_sampled_at {
+                live.view.metrics = report.metrics;
+                live.view.metrics_sampled_at = report.sampled_at;
+                live.view.certificates = report.certificates;
             }
         }
     }
@@ -163,14 +166,18 @@ mod tests {
     fn only_the_latest_report_is_kept() {
         let fleet = Fleet::default();
         fleet.open("a", 1);
-        let m = |cpu| HostMetrics {
-            cpu_percent: cpu,
+        let m = |cpu, at| Report {
+            sampled_at: at,
+            metrics: Some(HostMetrics {
+                cpu_percent: cpu,
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        fleet.report("a", m(1.0), 100, 100);
-        fleet.report("a", m(3.0), 90, 101);
+        fleet.report("a", m(1.0, 100), 100);
+        fleet.report("a", m(3.0, 90), 101);
         assert_eq!(fleet.view("a").metrics.unwrap().cpu_percent, 1.0);
-        fleet.report("unknown", m(2.0), 1, 1);
+        fleet.report("unknown", m(2.0, 1), 1);
         assert!(fleet.view("unknown").metrics.is_none());
     }
 }

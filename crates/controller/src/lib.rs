@@ -9,6 +9,7 @@ pub mod dev;
 pub mod fleet;
 pub mod secrets;
 pub mod server;
+pub mod sites;
 pub mod store;
 pub mod tls;
 
@@ -16,10 +17,15 @@ pub mod tls;
 #[derive(Debug)]
 pub struct Shared {
     pub store: store::Store,
-    pub ca: ca::AgentCa,
+    /// The identity CA (agents and the controller).
+    pub ca: ca::Ca,
+    /// The `internal` issuer's CA for site certificates.
+    pub site_ca: ca::Ca,
     pub fleet: fleet::Fleet,
     pub revoked: tls::RevokedAgents,
     pub config: config::Config,
+    /// Serialises read-modify-write changes of desired states in this controller.
+    pub state_changes: tokio::sync::Mutex<()>,
 }
 
 /// The current Unix time in seconds.

@@ -16,7 +16,7 @@ use tracing::{error, info};
 
 use crate::admin_api::AdminApi;
 use crate::agent_api::AgentApi;
-use crate::ca::{AgentCa, CaError};
+use crate::ca::{Ca, CaError, CaKind};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::secrets::{MasterKey, SecretError};
@@ -90,7 +90,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     std::fs::create_dir_all(&config.data_dir).map_err(path_err(&config.data_dir))?;
     let key = MasterKey::load_or_create(&config.master_key_file)?;
     let store = Store::open(&config.database).await?;
-    let ca = AgentCa::load_or_create(&store, &key, now()).await?;
+    let ca = Ca::load_or_create(&store, &key, CaKind::Identity, now()).await?;
+    let site_ca = Ca::load_or_create(&store, &key, CaKind::Sites, now()).await?;
     let revoked = RevokedAgents::default();
     for id in store.agent_revoked_ids().await? {
         revoked.insert(&id);
@@ -131,9 +132,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let shared = Arc::new(Shared {
         store,
         ca,
+        site_ca,
         fleet: Fleet::default(),
         revoked,
         config,
+        state_changes: tokio::sync::Mutex::new(()),
     });
 
     let mut tasks = JoinSet::new();

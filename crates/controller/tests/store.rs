@@ -40,6 +40,7 @@ fn agent(id: &str) -> AgentRow {
         applied_generation: 0,
         version: String::new(),
         facts: None,
+        last_apply: String::new(),
     }
 }
 
@@ -139,6 +140,32 @@ async fn check_everything(store: Store) {
     assert_eq!(latest.generation, 3);
     assert_eq!(latest.state.report_interval_seconds, 30);
     assert!(store.desired_latest("ghost").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .desired_get("agent1", 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at,
+        400
+    );
+    assert!(store.desired_get("agent1", 9).await.unwrap().is_none());
+    let history: Vec<u64> = store
+        .desired_history("agent1", 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.generation)
+        .collect();
+    assert_eq!(history, [3, 2]);
+    store
+        .agent_set_last_apply("agent1", r#"{"generation":3}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.agent_get("agent1").await.unwrap().unwrap().last_apply,
+        r#"{"generation":3}"#
+    );
 
     // Agents: hello, progress, certificate, revocation.
     let facts = gatehouse_proto::v1::HostFacts {

@@ -302,7 +302,8 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut v1::SiteSpec)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut v1::SiteSpec)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|s| s.name = "../x".into()), "invalid name"),
             (
                 Box::new(|s| s.domains = vec!["a{b}.com".into()]),

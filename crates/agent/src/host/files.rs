@@ -41,6 +41,11 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FileError> {
         .map_err(err("cannot set the mode of", dir))
 }
 
+/// Creates `dir` (and parents) when missing, leaving an existing directory's mode alone.
+pub fn ensure_dir_keep_mode(dir: &Path) -> Result<(), FileError> {
+    fs::create_dir_all(dir).map_err(err("cannot create directory", dir))
+}
+
 /// Writes `data` to `path` atomically with `mode` (and `owner` when given).
 pub fn write_atomic(
     path: &Path,

@@ -27,6 +27,8 @@ pub struct AgentRow {
     pub applied_generation: u64,
     pub version: String,
     pub facts: Option<HostFacts>,
+    /// The last apply result the agent reported, JSON (empty before the first).
+    pub last_apply: String,
 }
 
 /// One stored generation of a host's desired state.
@@ -38,7 +40,7 @@ pub struct DesiredStateRow {
 }
 
 const COLUMNS: &str = "id, hostname, labels, enrolled_at, revoked_at, cert_serial, \
-                       cert_not_after, last_seen_at, applied_generation, version, facts";
+                       cert_not_after, last_seen_at, applied_generation, version, facts, last_apply";
 
 impl AgentRow {
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -62,6 +64,7 @@ impl AgentRow {
             } else {
                 Some(decode(&facts, "host facts")?)
             },
+            last_apply: row.try_get("last_apply").op(op)?,
         })
     }
 }
@@ -202,6 +205,53 @@ impl Store {
             .await
             .op("record an agent's progress")?;
         Ok(())
+    }
+
+    /// Records the result of an apply (JSON).
+    pub async fn agent_set_last_apply(&self, id: &str, json: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET last_apply = $2 WHERE id = $1")
+            .bind(id)
+            .bind(json)
+            .execute(self.pool())
+            .await
+            .op("record an apply result")?;
+        Ok(())
+    }
+
+    /// One generation of an agent's desired state.
+    pub async fn desired_get(
+        &self,
+        agent_id: &str,
+        generation: u64,
+    ) -> Result<Option<DesiredStateRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT generation, body, created_at FROM desired_states \
+             WHERE agent_id = $1 AND generation = $2",
+        )
+        .bind(agent_id)
+        .bind(generation_to_db(generation))
+        .fetch_optional(self.pool())
+        .await
+        .op("read a desired state")?;
+        row.as_ref().map(state_from_row).transpose()
+    }
+
+    /// The newest `limit` generations of an agent's desired state, newest first.
+    pub async fn desired_history(
+        &self,
+        agent_id: &str,
+        limit: u32,
+    ) -> Result<Vec<DesiredStateRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT generation, body, created_at FROM desired_states WHERE agent_id = $1 \
+             ORDER BY generation DESC LIMIT $2",
+        )
+        .bind(agent_id)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .op("read desired-state history")?;
+        rows.iter().map(state_from_row).collect()
     }
 
     /// Records a newly issued identity certificate.

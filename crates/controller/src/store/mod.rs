@@ -57,11 +57,18 @@ impl<T> QueryContext<T> for Result<T, sqlx::Error> {
     }
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "apply results",
+        include_str!("../../migrations/0002_apply_results.sql"),
+    ),
+];
 
 /// A handle to the database; cheap to clone.
 #[derive(Debug, Clone)]

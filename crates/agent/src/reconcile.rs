@@ -1,0 +1,303 @@
+//! Turns a desired state into the host: certificates first (keys generated here, CSRs sent to
+//! the controller), then Caddy sites. Each pass rebuilds the whole picture, diffs it against
+//! what is on disk and applies only the difference; running it twice changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use gatehouse_proto::spec::{self, SiteTls, ValidState};
+use gatehouse_proto::v1::{CertificateRequest, DesiredState, IssuedCertificate, ItemResult};
+use tracing::{info, warn};
+
+use crate::host::caddy::{self, Caddy, ServedCheck};
+use crate::host::certs::{CertStore, Installed};
+use crate::identity::PendingKey;
+
+/// What a pass did, and what it needs from the controller.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub results: Vec<ItemResult>,
+    pub requests: Vec<CertificateRequest>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    revision: u64,
+    domains: Vec<String>,
+    key_type: i32,
+    key: PendingKey,
+}
+
+/// The host resources the agent manages.
+#[derive(Debug)]
+pub struct Host {
+    caddy: Option<Caddy>,
+    certs: CertStore,
+    pending: Mutex<HashMap<String, Pending>>,
+    failures: Mutex<HashMap<String, String>>,
+}
+
+fn ok(item: String) -> ItemResult {
+    ItemResult {
+        item,
+        ok: true,
+        error: String::new(),
+    }
+}
+
+fn failed(item: String, error: impl ToString) -> ItemResult {
+    ItemResult {
+        item,
+        ok: false,
+        error: error.to_string(),
+    }
+}
+
+/// Whether an installed certificate is the one `spec` asks for.
+fn fits(installed: &Installed, spec: &spec::Certificate) -> bool {
+    let domains: Vec<String> = spec.domains.iter().map(ToString::to_string).collect();
+    installed.revision == spec.revision
+        && installed.domains == domains
+        && installed.key_type == spec.key_type as i32
+}
+
+/// Whether two thirds of a certificate's life have passed.
+fn renewal_due(installed: &Installed, now: i64) -> bool {
+    let lifetime = installed.not_after - installed.not_before;
+    now >= installed.not_before + lifetime * 2 / 3
+}
+
+impl Host {
+    /// `caddy` is `None` when Caddy is not managed on this host.
+    pub fn new(caddy: Option<Caddy>, certs: CertStore) -> Self {
+        Self {
+            caddy,
+            certs,
+            pending: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// The certificate store.
+    pub fn certs(&self) -> &CertStore {
+        &self.certs
+    }
+
+    /// Installs a certificate the controller issued for a pending key.
+    pub fn install(&self, issued: &IssuedCertificate) -> Result<Installed, String> {
+        let mut pending = self.pending.lock().expect("pending lock");
+        let p = pending
+            .get(&issued.name)
+            .filter(|p| p.revision == issued.revision)
+            .ok_or_else(|| {
+                format!(
+                    "certificate {} was not asked for (or was asked again since)",
+                    issued.name
+                )
+            })?;
+        p.key.matches(&issued.chain_pem)?;
+        let installed = self
+            .certs
+            .install(
+                &issued.name,
+                p.revision,
+                &p.domains,
+                p.key_type,
+                p.key.key_pem(),
+                &issued.chain_pem,
+            )
+            .map_err(|e| e.to_string())?;
+        pending.remove(&issued.name);
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .remove(&issued.name);
+        info!(certificate = %issued.name, serial = %installed.serial, "certificate installed");
+        Ok(installed)
+    }
+
+    /// Records that the controller could not issue a certificate.
+    pub fn issuance_failed(&self, name: &str, error: &str) {
+        warn!(
+            certificate = name,
+            "the controller could not issue the certificate: {error}"
+        );
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .insert(name.to_owned(), error.to_owned());
+    }
+
+    /// One pass over `state`.
+    pub async fn reconcile(&self, state: &DesiredState, now: i64) -> Outcome {
+        let valid = ValidState::from_state(state);
+        let mut out = Outcome::default();
+        for e in &valid.errors {
+            out.results.push(failed(e.item.clone(), &e.reason));
+        }
+        let current = match self.certs.current() {
+            Ok(c) => c,
+            Err(e) => {
+                out.results.push(failed("certificates".into(), e));
+                BTreeMap::new()
+            }
+        };
+
+        // Certificates: use what fits, ask for what is missing or due.
+        let mut usable: BTreeMap<String, Installed> = BTreeMap::new();
+        let wanted: BTreeSet<String> = valid
+            .certificates
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .retain(|name, _| wanted.contains(name));
+        for cert in &valid.certificates {
+            let item = format!("certificate/{}", cert.name);
+            let installed = current.get(cert.name.as_str()).filter(|c| fits(c, cert));
+            if let Some(c) = installed {
+                usable.insert(cert.name.to_string(), c.clone());
+                if !renewal_due(c, now) {
+                    out.results.push(ok(item));
+                    continue;
+                }
+            }
+            match self.request(cert) {
+                Ok(request) => out.requests.push(request),
+                Err(e) => {
+                    out.results.push(failed(item, e));
+                    continue;
+                }
+            }
+            let failure = self
+                .failures
+                .lock()
+                .expect("failures lock")
+                .get(cert.name.as_str())
+                .cloned();
+            out.results.push(match (installed, failure) {
+                (Some(_), _) => ok(item),
+                (None, Some(e)) => failed(item, format!("issuance failed: {e}")),
+                (None, None) => failed(item, "waiting for the certificate from the controller"),
+            });
+        }
+
+        // Sites.
+        let Some(caddy) = &self.caddy else {
+            for site in &valid.sites {
+                out.results.push(failed(
+                    format!("site/{}", site.name),
+                    "Caddy is not managed on this host (caddy.enabled = false)",
+                ));
+            }
+            return out;
+        };
+        let observed = match caddy.observe() {
+            Ok(o) => o,
+            Err(e) => {
+                out.results.push(failed("caddy".into(), e));
+                return out;
+            }
+        };
+        let mut desired = BTreeMap::new();
+        let mut checks = Vec::new();
+        let mut site_items = Vec::new();
+        for site in &valid.sites {
+            let file = caddy::file_name(site.name.as_str());
+            let item = format!("site/{}", site.name);
+            let cert = match &site.tls {
+                SiteTls::Certificate(name) => match usable.get(name.as_str()) {
+                    Some(c) => Some(c),
+                    None => {
+                        // Keep serving the old version of the site until its certificate comes.
+                        if let Some(old) = observed.get(&file) {
+                            desired.insert(file, old.clone());
+                        }
+                        out.results
+                            .push(failed(item, format!("waiting for certificate {name}")));
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            if let Some(c) = cert {
+                let domain = site.domains[0].clone();
+                checks.push(ServedCheck {
+                    site: site.name.to_string(),
+                    domain,
+                    port: site.port,
+                    serial: c.serial.clone(),
+                });
+            }
+            desired.insert(file.clone(), caddy::render(site, cert));
+            site_items.push((item, file));
+        }
+        let changes = caddy::plan(&desired, &observed);
+        if changes.is_empty() {
+            tracing::debug!("Caddy sites up to date");
+            out.results
+                .extend(site_items.into_iter().map(|(item, _)| ok(item)));
+        } else {
+            match caddy.apply(&changes, &checks).await {
+                Ok(()) => out
+                    .results
+                    .extend(site_items.into_iter().map(|(item, _)| ok(item))),
+                Err(e) => {
+                    let changed: BTreeSet<&str> = changes
+                        .iter()
+                        .map(|c| match c {
+                            caddy::Change::Write { file, .. } | caddy::Change::Remove { file } => {
+                                file.as_str()
+                            }
+                        })
+                        .collect();
+                    for (item, file) in site_items {
+                        out.results.push(if changed.contains(file.as_str()) {
+                            failed(item, &e)
+                        } else {
+                            ok(item)
+                        });
+                    }
+                    // Keep every certificate file: the restored sites may use older ones.
+                    return out;
+                }
+            }
+        }
+        if let Err(e) = self.certs.clean(&wanted) {
+            warn!("cannot clean up old certificate files: {e}");
+        }
+        out
+    }
+
+    /// The CSR for `cert`, reusing the pending key while the same revision is outstanding.
+    fn request(&self, cert: &spec::Certificate) -> Result<CertificateRequest, String> {
+        let domains: Vec<String> = cert.domains.iter().map(ToString::to_string).collect();
+        let mut pending = self.pending.lock().expect("pending lock");
+        let reuse = pending.get(cert.name.as_str()).is_some_and(|p| {
+            p.revision == cert.revision
+                && p.domains == domains
+                && p.key_type == cert.key_type as i32
+        });
+        if !reuse {
+            let key =
+                PendingKey::generate_for(cert.key_type, &domains).map_err(|e| e.to_string())?;
+            pending.insert(
+                cert.name.to_string(),
+                Pending {
+                    revision: cert.revision,
+                    domains,
+                    key_type: cert.key_type as i32,
+                    key,
+                },
+            );
+        }
+        let p = &pending[cert.name.as_str()];
+        Ok(CertificateRequest {
+            name: cert.name.to_string(),
+            revision: p.revision,
+            csr_der: p.key.csr_der.clone(),
+        })
+    }
+}

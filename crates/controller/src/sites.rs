@@ -1,0 +1,231 @@
+//! Sites and their certificates as changes to a host's desired state. Pure: each function takes
+//! the current state and returns the next one, or says why not.
+
+use gatehouse_proto::spec::{Site, SiteTls, ValidState};
+use gatehouse_proto::v1::{
+    ApplyResult, CertificateInventory, CertificateSpec, DesiredState, SiteSpec,
+};
+
+/// Why a change was refused; shown to the caller as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Adds or replaces `site`. With `internal_certificate`, the site's certificate (named by its
+/// `tls.certificate`) is created or updated for the site's domains from the internal issuer.
+pub fn put_site(
+    mut state: DesiredState,
+    site: SiteSpec,
+    internal_certificate: bool,
+) -> Result<DesiredState, Refused> {
+    let valid = Site::try_from(&site).map_err(|e| Refused(e.to_string()))?;
+    if let SiteTls::Certificate(cert) = &valid.tls {
+        let domains: Vec<String> = valid.domains.iter().map(ToString::to_string).collect();
+        match state
+            .certificates
+            .iter_mut()
+            .find(|c| c.name == cert.as_str())
+        {
+            Some(existing) if internal_certificate => {
+                if existing.issuer != "internal" {
+                    return Err(Refused(format!(
+                        "certificate {cert} exists with issuer {}; choose another name",
+                        existing.issuer
+                    )));
+                }
+                existing.domains = domains;
+            }
+            Some(_) => {}
+            None if internal_certificate => state.certificates.push(CertificateSpec {
+                name: cert.to_string(),
+                domains,
+                issuer: "internal".into(),
+                ..Default::default()
+            }),
+            None => {
+                return Err(Refused(format!(
+                    "certificate {cert} does not exist on this agent: use --tls internal, or \
+                     create the certificate first"
+                )));
+            }
+        }
+    }
+    state.sites.retain(|s| s.name != site.name);
+    state.sites.push(site);
+    state.sites.sort_by(|a, b| a.name.cmp(&b.name));
+    check(&state)?;
+    Ok(state)
+}
+
+/// Removes a site, and its certificate when no other site uses it.
+pub fn delete_site(mut state: DesiredState, name: &str) -> Result<DesiredState, Refused> {
+    let Some(pos) = state.sites.iter().position(|s| s.name == name) else {
+        return Err(Refused(format!(
+            "no site {name:?} on this agent: see gatehousectl site list"
+        )));
+    };
+    let site = state.sites.remove(pos);
+    if let Some(cert) = site.tls.and_then(|t| t.mode).and_then(|m| match m {
+        gatehouse_proto::v1::site_tls::Mode::Certificate(c) => Some(c),
+        _ => None,
+    }) {
+        let still_used = state.sites.iter().any(|s| {
+            matches!(
+                s.tls.as_ref().and_then(|t| t.mode.as_ref()),
+                Some(gatehouse_proto::v1::site_tls::Mode::Certificate(c)) if *c == cert
+            )
+        });
+        if !still_used {
+            state.certificates.retain(|c| c.name != cert);
+        }
+    }
+    Ok(state)
+}
+
+/// Asks for a new key and certificate (the next revision).
+pub fn reissue(mut state: DesiredState, certificate: &str) -> Result<DesiredState, Refused> {
+    let cert = state
+        .certificates
+        .iter_mut()
+        .find(|c| c.name == certificate)
+        .ok_or_else(|| Refused(format!("no certificate {certificate:?} on this agent")))?;
+    cert.revision += 1;
+    Ok(state)
+}
+
+/// A rollback: the content of an earlier generation (its generation number is replaced when it
+/// is stored as the newest).
+pub fn rollback(earlier: DesiredState) -> DesiredState {
+    DesiredState {
+        generation: 0,
+        ..earlier
+    }
+}
+
+fn check(state: &DesiredState) -> Result<(), Refused> {
+    match ValidState::from_state(state).errors.first() {
+        Some(e) => Err(Refused(e.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// A site's state from the agent's last apply: "applied", "failed" or "pending".
+pub fn site_state(
+    name: &str,
+    site_generation: u64,
+    applied_generation: u64,
+    results: &[ApplyResult],
+) -> (String, String) {
+    if applied_generation < site_generation {
+        return ("pending".into(), String::new());
+    }
+    match results.iter().find(|r| r.item == format!("site/{name}")) {
+        Some(r) if r.ok => ("applied".into(), String::new()),
+        Some(r) if r.error.starts_with("waiting for") => ("pending".into(), r.error.clone()),
+        Some(r) => ("failed".into(), r.error.clone()),
+        None => ("pending".into(), String::new()),
+    }
+}
+
+/// The installed certificate a site uses, from the agent's inventory.
+pub fn site_certificate(
+    site: &SiteSpec,
+    inventory: &[CertificateInventory],
+) -> Option<CertificateInventory> {
+    match site.tls.as_ref()?.mode.as_ref()? {
+        gatehouse_proto::v1::site_tls::Mode::Certificate(name) => {
+            inventory.iter().find(|c| &c.name == name).cloned()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_proto::v1::{SiteTls as Tls, site_tls::Mode};
+
+    fn site(name: &str, cert: &str) -> SiteSpec {
+        SiteSpec {
+            name: name.into(),
+            domains: vec![format!("{name}.example.com")],
+            upstreams: vec!["127.0.0.1:8080".into()],
+            tls: Some(Tls {
+                mode: Some(Mode::Certificate(cert.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn put_creates_the_internal_certificate_and_replaces_by_name() {
+        let s = put_site(DesiredState::default(), site("www", "www"), true).unwrap();
+        assert_eq!(s.certificates.len(), 1);
+        assert_eq!(s.certificates[0].domains, ["www.example.com"]);
+        let mut changed = site("www", "www");
+        changed.domains = vec!["new.example.com".into()];
+        let s = put_site(s, changed, true).unwrap();
+        assert_eq!(s.sites.len(), 1);
+        assert_eq!(s.certificates[0].domains, ["new.example.com"]);
+        // Idempotent: the same request again changes nothing.
+        let again = put_site(s.clone(), s.sites[0].clone(), true).unwrap();
+        assert_eq!(again, s);
+    }
+
+    #[test]
+    fn put_refuses_bad_sites_and_missing_certificates() {
+        let err = put_site(DesiredState::default(), site("www", "other"), false).unwrap_err();
+        assert!(err.0.contains("does not exist"), "{err}");
+        let mut bad = site("www", "www");
+        bad.domains = vec!["{evil}".into()];
+        let err = put_site(DesiredState::default(), bad, true).unwrap_err();
+        assert!(err.0.contains("invalid domain"), "{err}");
+    }
+
+    #[test]
+    fn delete_removes_an_unshared_certificate_only() {
+        let s = put_site(DesiredState::default(), site("a", "shared"), true).unwrap();
+        let s = put_site(s, site("b", "shared"), true).unwrap();
+        let s = delete_site(s, "a").unwrap();
+        assert_eq!(s.certificates.len(), 1);
+        let s = delete_site(s, "b").unwrap();
+        assert!(s.certificates.is_empty() && s.sites.is_empty());
+        assert!(delete_site(s, "b").is_err());
+    }
+
+    #[test]
+    fn reissue_raises_the_revision() {
+        let s = put_site(DesiredState::default(), site("www", "www"), true).unwrap();
+        let s = reissue(s, "www").unwrap();
+        assert_eq!(s.certificates[0].revision, 1);
+        assert!(reissue(s, "nope").is_err());
+    }
+
+    #[test]
+    fn site_states() {
+        let results = vec![
+            ApplyResult {
+                item: "site/a".into(),
+                ok: true,
+                error: String::new(),
+            },
+            ApplyResult {
+                item: "site/b".into(),
+                ok: false,
+                error: "caddy validate rejected".into(),
+            },
+            ApplyResult {
+                item: "site/c".into(),
+                ok: false,
+                error: "waiting for certificate c".into(),
+            },
+        ];
+        assert_eq!(site_state("a", 3, 2, &results).0, "pending");
+        assert_eq!(site_state("a", 3, 3, &results).0, "applied");
+        assert_eq!(
+            site_state("b", 3, 3, &results),
+            ("failed".into(), "caddy validate rejected".into())
+        );
+        assert_eq!(site_state("c", 3, 3, &results).0, "pending");
+    }
+}
