@@ -6,7 +6,7 @@ use gatehouse_proto::v1::agent_service_client::AgentServiceClient;
 
 use crate::config::Paths;
 use crate::host::files;
-use crate::identity::{Enrollment, Identity, IdentityError, PendingKey};
+use crate::identity::{Enrollment, Identity, IdentityError, PendingKey, TLS_DIR_MODE};
 use crate::pki;
 use crate::transport::{self, CA_HASH_MISMATCH, ControllerUrl};
 
@@ -92,7 +92,7 @@ pub async fn enroll(
             "the certificate names another agent than the answer".into(),
         ));
     }
-    files::ensure_dir(&paths.tls_dir, 0o700).map_err(IdentityError::from)?;
+    files::ensure_dir(&paths.tls_dir, TLS_DIR_MODE).map_err(IdentityError::from)?;
     files::write_atomic(
         &paths.controller_ca(),
         response.ca_pem.as_bytes(),

@@ -17,6 +17,10 @@ use crate::host::files::{self, FileError};
 use crate::pki::{self, CertInfo};
 use crate::transport::{self, ControllerUrl, TransportError};
 
+/// The TLS directory: others may pass through to the site certificates below it (owned by
+/// Caddy's user) but not list it; the identity file itself is 0600.
+pub const TLS_DIR_MODE: u32 = 0o711;
+
 /// The identity could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -172,7 +176,7 @@ impl Identity {
 
     /// Stores this identity (key and chain in one 0600 file, atomically).
     pub fn save(&self, paths: &Paths) -> Result<(), IdentityError> {
-        files::ensure_dir(&paths.tls_dir, 0o700)?;
+        files::ensure_dir(&paths.tls_dir, TLS_DIR_MODE)?;
         let text = format!("{}{}", self.chain_pem, self.key_pem);
         files::write_atomic(&paths.identity(), text.as_bytes(), 0o600, None)?;
         Ok(())

@@ -467,6 +467,13 @@ impl Agent {
                                 warn!(certificate = %issued.name, "cannot install the issued certificate: {e}");
                             }
                             self.refresh(&tx, true).await?;
+                            // Tell the controller what is installed now, not at the next report.
+                            send(&tx, Up::Report(Report {
+                                sampled_at: now_unix(),
+                                metrics: None,
+                                applied_generation: self.applied_generation(),
+                                certificates: self.host.certs().inventory(),
+                            })).await?;
                         }
                         Some(Down::CertificateError(e)) => {
                             self.host.issuance_failed(&e.name, &e.error);

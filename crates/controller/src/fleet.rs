@@ -96,8 +96,11 @@ impl Fleet {
         if let Some(live) = self.agents.lock().expect("fleet lock").get_mut(agent) {
             live.view.last_seen = Some(now);
             if report.sampled_at >= live.view.metrics_sampled_at {
-                live.view.metrics = report.metrics;
-                live.view.metrics_sampled_at = report.sampled_at;
+                // A report sent right after a change may carry no metrics: keep the last ones.
+                if report.metrics.is_some() {
+                    live.view.metrics = report.metrics;
+                    live.view.metrics_sampled_at = report.sampled_at;
+                }
                 live.view.certificates = report.certificates;
             }
         }

@@ -98,6 +98,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let ca_file = config.data_dir.join("ca.pem");
     std::fs::write(&ca_file, ca.cert_pem()).map_err(path_err(&ca_file))?;
+    let site_ca_file = config.data_dir.join("site-ca.pem");
+    std::fs::write(&site_ca_file, site_ca.cert_pem()).map_err(path_err(&site_ca_file))?;
 
     let (chain, server_key) = ca.issue_server(&config.server_names, now())?;
     let agent_tls = tls::agent_server_config(

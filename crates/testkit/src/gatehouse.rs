@@ -219,7 +219,17 @@ impl Controller {
 
     /// A new agent whose host paths live under this test's directory.
     pub fn agent(&self, name: &str) -> Agent {
-        Agent::new(self.dir.path(), name)
+        Agent::new(self.dir.path(), name, "")
+    }
+
+    /// A new agent with extra config (for example a `[caddy]` table).
+    pub fn agent_with(&self, name: &str, extra: &str) -> Agent {
+        Agent::new(self.dir.path(), name, extra)
+    }
+
+    /// The internal site CA, PEM.
+    pub fn site_ca(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("site-ca.pem")).expect("site-ca.pem")
     }
 }
 
@@ -243,14 +253,15 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent under `base/name`.
-    pub fn new(base: &Path, name: &str) -> Self {
+    /// An agent under `base/name`; `extra` is appended to its config.
+    pub fn new(base: &Path, name: &str, extra: &str) -> Self {
         let root = base.join(name);
         std::fs::create_dir_all(&root).expect("agent root");
+        crate::caddy::open_path(&root);
         let config = base.join(format!("{name}.toml"));
         std::fs::write(
             &config,
-            format!("root = {:?}\n", root.display().to_string()),
+            format!("root = {:?}\n{extra}", root.display().to_string()),
         )
         .expect("write agent.toml");
         Self {
