@@ -9,12 +9,13 @@ use gatehouse_testkit::gatehouse::{Agent, Controller};
 use gatehouse_testkit::wait_for;
 use serde_json::Value;
 
-/// A controller, and an enrolled, running agent with its own Caddy.
+/// A controller, and an enrolled, running agent with its own Caddy. (Fields drop in order:
+/// the controller, which owns the temporary directory, goes last.)
 struct Fleet {
-    controller: Controller,
     agent: Agent,
-    id: String,
     caddy: CaddyServer,
+    controller: Controller,
+    id: String,
     user_block: String,
 }
 
@@ -82,7 +83,21 @@ impl Fleet {
             .parse()
             .unwrap();
         let client = reqwest::blocking_client(ca, domain, addr);
-        client(&format!("https://{domain}:{}/", self.caddy.https_port))
+        client(&format!("https://{domain}:{}/", self.caddy.https_port)).map(|(body, _)| body)
+    }
+
+    /// A response header of an HTTPS GET through Caddy.
+    fn header(&self, domain: &str, name: &str) -> Option<String> {
+        let ca = reqwest::Certificate::from_pem(self.controller.site_ca().as_bytes()).unwrap();
+        let addr = format!("127.0.0.1:{}", self.caddy.https_port)
+            .parse()
+            .unwrap();
+        let client = reqwest::blocking_client(ca, domain, addr);
+        let (_, headers) = client(&format!("https://{domain}:{}/", self.caddy.https_port)).ok()?;
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 }
 
@@ -94,7 +109,7 @@ mod reqwest {
         ca: Certificate,
         domain: &str,
         addr: std::net::SocketAddr,
-    ) -> impl Fn(&str) -> Result<String, String> {
+    ) -> impl Fn(&str) -> Result<(String, ::reqwest::header::HeaderMap), String> {
         let client = ::reqwest::Client::builder()
             .tls_certs_only([ca])
             .resolve(domain, addr)
@@ -108,7 +123,9 @@ mod reqwest {
                 .unwrap();
             rt.block_on(async {
                 let response = client.get(url).send().await.map_err(|e| format!("{e:?}"))?;
-                response.text().await.map_err(|e| e.to_string())
+                let headers = response.headers().clone();
+                let body = response.text().await.map_err(|e| e.to_string())?;
+                Ok((body, headers))
             })
         }
     }
@@ -195,4 +212,524 @@ fn a_site_with_an_internal_certificate_serves_through_caddy() {
     assert!(results.iter().all(|r| r["ok"] == true), "{status}");
     assert!(results.iter().any(|r| r["item"] == "site/www-example-test"));
     assert_eq!(status["certificates"][0]["serial"], reported.as_str());
+}
+
+#[test]
+fn a_reissued_certificate_is_served_after_the_reload() {
+    let f = fleet("");
+    let upstream = Upstream::start("ok");
+    f.create_site("app.example.test", &upstream, &["--name", "app"]);
+    f.wait_site("app", "applied");
+    let first = wait_for(
+        "the first certificate served",
+        Duration::from_secs(10),
+        || {
+            let s = served_serial(&f.caddy, "app.example.test");
+            (!s.is_empty()).then_some(s)
+        },
+    );
+    let mut seen = vec![first];
+    for _ in 0..3 {
+        f.controller
+            .ctl_json(&["cert", "reissue", "--agent", &f.id, "app"]);
+        let next = wait_for(
+            "the new certificate served",
+            Duration::from_secs(20),
+            || {
+                let s = served_serial(&f.caddy, "app.example.test");
+                (!seen.contains(&s)).then_some(s)
+            },
+        );
+        // What Caddy serves is what the agent reports.
+        wait_for("the inventory to agree", Duration::from_secs(10), || {
+            let v = f
+                .controller
+                .ctl_json(&["site", "show", "--agent", &f.id, "app"]);
+            (v["certificate"]["serial"] == next.as_str()).then_some(())
+        });
+        seen.push(next);
+    }
+    assert_eq!(f.get("app.example.test").unwrap(), "ok");
+    // Four versions were issued; the current one and the two before it are kept.
+    let dir = f.agent.root.join("etc/gatehouse/tls/sites");
+    let crts = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "crt")
+        })
+        .count();
+    assert_eq!(crts, 3);
+}
+
+#[test]
+fn a_failing_apply_keeps_the_old_sites_serving_and_reports_the_error() {
+    let f = fleet("");
+    let upstream = Upstream::start("still here");
+    f.create_site("a.example.test", &upstream, &["--name", "a"]);
+    f.wait_site("a", "applied");
+    let sites_dir = f.agent.root.join("etc/caddy/gatehouse.d");
+    let before: Vec<_> = std::fs::read_dir(&sites_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let caddyfile_before = std::fs::read_to_string(&f.caddy.caddyfile).unwrap();
+
+    // Caddy's validation refuses a site whose CA root file does not exist.
+    f.create_site(
+        "b.example.test",
+        &upstream,
+        &[
+            "--name",
+            "b",
+            "--tls",
+            "caddy-managed",
+            "--acme-ca",
+            "https://127.0.0.1:9/dir",
+            "--acme-ca-root",
+            "/nonexistent/root.pem",
+        ],
+    );
+    let b = f.wait_site("b", "failed");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("caddy validate rejected"),
+        "{b}"
+    );
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/root.pem"),
+        "{b}"
+    );
+    assert_eq!(f.get("a.example.test").unwrap(), "still here");
+    let after: Vec<_> = std::fs::read_dir(&sites_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "nothing was swapped in");
+    let status = f.controller.ctl_json(&["agents", "status", &f.id]);
+    assert!(
+        status["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["item"] == "site/b" && r["ok"] == false),
+        "{status}"
+    );
+    f.controller
+        .ctl_json(&["site", "delete", "--agent", &f.id, "b", "--yes"]);
+
+    // A config that validates but cannot be loaded (Caddy's admin endpoint is down) is swapped
+    // in, fails at the reload, and is rolled back: the files and the Caddyfile are restored.
+    let mut f = f;
+    f.caddy.stop();
+    let up = upstream.address();
+    f.controller.ctl_json(&[
+        "site",
+        "create",
+        "--agent",
+        &f.id,
+        "--domain",
+        "c.example.test",
+        "--upstream",
+        &up,
+        "--name",
+        "c",
+        "--tls",
+        "caddy-internal",
+    ]);
+    let c = f.wait_site("c", "failed");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .contains("Caddy refused the reload"),
+        "{c}"
+    );
+    let after: Vec<_> = std::fs::read_dir(&sites_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "the failed site's file was removed again");
+    assert_eq!(
+        std::fs::read_to_string(&f.caddy.caddyfile).unwrap(),
+        caddyfile_before
+    );
+    // Caddy, started again from what is on disk, serves the old sites.
+    f.caddy.launch();
+    wait_for("site a served again", Duration::from_secs(10), || {
+        f.get("a.example.test").ok()
+    })
+    .eq("still here")
+    .then_some(())
+    .expect("the old content");
+}
+
+#[test]
+fn rollback_to_an_earlier_generation_restores_the_earlier_sites() {
+    let f = fleet("");
+    let upstream = Upstream::start("ok");
+    f.create_site("one.example.test", &upstream, &["--name", "one"]);
+    f.wait_site("one", "applied");
+    let with_one = f.controller.agent_view(&f.id)["desired_generation"]
+        .as_u64()
+        .unwrap();
+    f.create_site("two.example.test", &upstream, &["--name", "two"]);
+    f.wait_site("two", "applied");
+    assert_eq!(f.get("two.example.test").unwrap(), "ok");
+
+    let rolled =
+        f.controller
+            .ctl_json(&["agents", "rollback", &f.id, "--to", &with_one.to_string()]);
+    let generation = rolled["desired_generation"].as_u64().unwrap();
+    assert!(generation > with_one + 1, "a rollback is a new generation");
+    wait_for("the rollback applied", Duration::from_secs(30), || {
+        (f.controller.agent_view(&f.id)["applied_generation"] == generation).then_some(())
+    });
+    let sites = f.controller.ctl_json(&["site", "list", "--agent", &f.id]);
+    let names: Vec<&str> = sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["one"]);
+    assert!(
+        !f.agent
+            .root
+            .join("etc/caddy/gatehouse.d/two.caddy")
+            .exists()
+    );
+    assert!(
+        f.get("two.example.test").is_err(),
+        "site two is gone from Caddy"
+    );
+    assert_eq!(f.get("one.example.test").unwrap(), "ok");
+    let status = f.controller.ctl_json(&["agents", "status", &f.id]);
+    let history = status["history"].as_array().unwrap();
+    assert_eq!(history[0]["generation"], generation);
+    assert_eq!(history[0]["sites"], 1);
+    let audit = f.controller.ctl_json(&["audit", "list"]);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"].as_str().unwrap().starts_with("agent.rollback"))
+    );
+}
+
+#[test]
+fn sites_keep_serving_with_the_controller_stopped_and_the_agent_restarted() {
+    let mut f = fleet("");
+    let upstream = Upstream::start("independent");
+    f.create_site("www.example.test", &upstream, &["--name", "www"]);
+    f.wait_site("www", "applied");
+    let served = served_serial(&f.caddy, "www.example.test");
+
+    f.controller.stop();
+    f.agent.kill();
+    f.agent.run();
+    f.agent.wait_status(
+        "the persisted state reapplied",
+        Duration::from_secs(20),
+        |s| s["applied_from"] == "persisted" && s["failed_attempts"].as_u64().unwrap() >= 1,
+    );
+    assert_eq!(f.get("www.example.test").unwrap(), "independent");
+    assert_eq!(
+        served_serial(&f.caddy, "www.example.test"),
+        served,
+        "nothing was re-issued or torn down"
+    );
+    assert!(
+        f.agent.log().contains("Caddy sites up to date")
+            || !f.agent.log().contains("Caddy sites applied")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
+    let f = fleet("");
+    let hostile = [
+        "evil.example.test {\n\timport /etc/passwd\n}",
+        "a}.example.test",
+        "{http.request.host}",
+        "../../etc/caddy",
+        "a/b.example.test",
+        "a b.example.test",
+        "*.*.example.test",
+        "bad..example.test",
+    ];
+    // gatehousectl refuses before sending anything.
+    for domain in hostile {
+        let run = f.controller.ctl(&[
+            "site",
+            "create",
+            "--agent",
+            &f.id,
+            "--domain",
+            domain,
+            "--upstream",
+            "127.0.0.1:80",
+        ]);
+        assert!(!run.success, "{domain:?}");
+        assert!(
+            run.stderr.contains("invalid domain"),
+            "{domain:?}: {}",
+            run.stderr
+        );
+    }
+    assert!(
+        !f.controller
+            .ctl(&[
+                "site",
+                "create",
+                "--agent",
+                &f.id,
+                "--domain",
+                "ok.example.test",
+                "--upstream",
+                "127.0.0.1:80\nreverse_proxy evil:1"
+            ])
+            .success
+    );
+    assert!(
+        !f.controller
+            .ctl(&[
+                "site",
+                "create",
+                "--agent",
+                &f.id,
+                "--domain",
+                "ok.example.test",
+                "--upstream",
+                "127.0.0.1:80",
+                "--header",
+                "X-A=\"}\nimport /x"
+            ])
+            .success
+    );
+    let audit = f.controller.ctl_json(&["audit", "list"]);
+    assert!(
+        !audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "site.put"),
+        "nothing reached the API"
+    );
+
+    // The admin API refuses them too, named, and audits the refusal.
+    use gatehouse_proto::v1::admin_service_client::AdminServiceClient;
+    use gatehouse_proto::v1::*;
+    let channel = gatehouse_agent::transport::unix_channel(f.controller.socket.clone())
+        .await
+        .unwrap();
+    let mut admin = AdminServiceClient::new(channel);
+    for domain in hostile {
+        let err = admin
+            .put_site(PutSiteRequest {
+                agent_id: f.id.clone(),
+                site: Some(SiteSpec {
+                    name: "x".into(),
+                    domains: vec![domain.into()],
+                    upstreams: vec!["127.0.0.1:80".into()],
+                    tls: Some(SiteTls {
+                        mode: Some(site_tls::Mode::CaddyInternal(true)),
+                    }),
+                    ..Default::default()
+                }),
+                internal_certificate: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{domain:?}");
+        assert!(
+            err.message().contains("invalid domain"),
+            "{domain:?}: {}",
+            err.message()
+        );
+    }
+    let err = admin
+        .put_site(PutSiteRequest {
+            agent_id: f.id.clone(),
+            site: Some(SiteSpec {
+                name: "../etc".into(),
+                domains: vec!["ok.example.test".into()],
+                upstreams: vec!["127.0.0.1:80".into()],
+                tls: Some(SiteTls {
+                    mode: Some(site_tls::Mode::CaddyInternal(true)),
+                }),
+                ..Default::default()
+            }),
+            internal_certificate: false,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("invalid name"), "{}", err.message());
+    assert_eq!(
+        f.controller.agent_view(&f.id)["desired_generation"],
+        1,
+        "no generation was stored"
+    );
+
+    // The agent refuses them in a desired state that did not come through the controller.
+    let mut f = f;
+    f.controller.stop();
+    f.agent.kill();
+    let mut state = gatehouse_agent::state::load(&f.agent.paths())
+        .unwrap()
+        .unwrap();
+    state.generation += 1;
+    state.sites = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, d)| SiteSpec {
+            name: format!("s{i}"),
+            domains: vec![(*d).into()],
+            upstreams: vec!["127.0.0.1:80".into()],
+            tls: Some(SiteTls {
+                mode: Some(site_tls::Mode::CaddyInternal(true)),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    gatehouse_agent::state::save(&f.agent.paths(), &state).unwrap();
+    let caddyfile = std::fs::read_to_string(&f.caddy.caddyfile).unwrap();
+    f.agent.run();
+    f.agent.wait_status(
+        "the persisted state applied",
+        Duration::from_secs(20),
+        |s| s["applied_generation"] == state.generation,
+    );
+    let log = f.agent.log();
+    for i in 0..hostile.len() {
+        assert!(
+            log.contains(&format!("site/s{i}")),
+            "site/s{i} not refused:\n{log}"
+        );
+    }
+    let sites_dir = f.agent.root.join("etc/caddy/gatehouse.d");
+    assert!(!sites_dir.exists() || std::fs::read_dir(&sites_dir).unwrap().next().is_none());
+    assert_eq!(
+        std::fs::read_to_string(&f.caddy.caddyfile).unwrap(),
+        caddyfile
+    );
+}
+
+/// Every file gatehouse manages on the host is whole and has its mode.
+fn assert_files_whole(f: &Fleet) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let sites_dir = f.agent.root.join("etc/caddy/gatehouse.d");
+    for entry in std::fs::read_dir(&sites_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // a temporary file of an interrupted write, never read by Caddy
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("# Managed by gatehouse") && text.ends_with("}\n"),
+            "{name} is not whole:\n{text}"
+        );
+        assert_eq!(mode(&path), 0o644, "{name}");
+    }
+    let certs_dir = f.agent.root.join("etc/gatehouse/tls/sites");
+    for entry in std::fs::read_dir(&certs_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if name.ends_with(".crt") {
+            gatehouse_agent::pki::CertInfo::from_pem(&text)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        } else {
+            assert!(
+                text.starts_with("-----BEGIN PRIVATE KEY-----")
+                    && text.trim_end().ends_with("-----END PRIVATE KEY-----"),
+                "{name}"
+            );
+        }
+        assert_eq!(mode(&path), 0o600, "{name}");
+    }
+    let paths = f.agent.paths();
+    gatehouse_agent::state::load(&paths).expect("the persisted desired state is whole");
+    assert_eq!(mode(&paths.desired_state()), 0o600);
+    let index = std::fs::read(paths.certificates_index()).unwrap();
+    serde_json::from_slice::<Value>(&index).expect("the certificate index is whole");
+    let caddyfile = std::fs::read_to_string(&f.caddy.caddyfile).unwrap();
+    assert_eq!(caddyfile.matches("import ").count(), 1);
+}
+
+#[test]
+fn killing_the_agent_during_200_applies_never_leaves_a_half_written_file() {
+    let mut f = fleet("");
+    let upstream = Upstream::start("ok");
+    f.create_site("k.example.test", &upstream, &["--name", "k"]);
+    f.wait_site("k", "applied");
+    let mut kills = 0;
+    for i in 0..200u32 {
+        if i % 25 == 24 {
+            f.controller
+                .ctl_json(&["cert", "reissue", "--agent", &f.id, "k"]);
+        } else {
+            let header = format!("X-Generation=n{i}");
+            f.create_site(
+                "k.example.test",
+                &upstream,
+                &["--name", "k", "--header", &header],
+            );
+        }
+        let generation = f.controller.agent_view(&f.id)["desired_generation"]
+            .as_u64()
+            .unwrap();
+        if i % 10 == 7 {
+            // Somewhere in the middle of this apply, or just after it.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            std::thread::sleep(Duration::from_millis(u64::from(nanos % 150)));
+            f.agent.kill();
+            kills += 1;
+            assert_files_whole(&f);
+            f.agent.run();
+        } else {
+            wait_for("the apply", Duration::from_secs(20), || {
+                (f.controller.agent_view(&f.id)["applied_generation"]
+                    .as_u64()
+                    .unwrap()
+                    >= generation)
+                    .then_some(())
+            });
+        }
+    }
+    assert_eq!(kills, 20);
+    // The last start converges on the newest generation, and Caddy serves it.
+    let last = f.controller.agent_view(&f.id)["desired_generation"]
+        .as_u64()
+        .unwrap();
+    wait_for("convergence", Duration::from_secs(60), || {
+        let v = f
+            .controller
+            .ctl_json(&["site", "show", "--agent", &f.id, "k"]);
+        (f.controller.agent_view(&f.id)["applied_generation"] == last && v["state"] == "applied")
+            .then_some(())
+    });
+    assert_files_whole(&f);
+    assert_eq!(
+        f.header("k.example.test", "X-Generation").as_deref(),
+        Some("n198")
+    );
+    assert_eq!(f.get("k.example.test").unwrap(), "ok");
 }

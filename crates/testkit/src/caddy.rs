@@ -20,6 +20,7 @@ pub struct CaddyServer {
     pub http_port: u16,
     proc: Option<Proc>,
     log: PathBuf,
+    data: PathBuf,
 }
 
 /// The uid and gid of Debian's `caddy` user, when tests run as root.
@@ -58,7 +59,6 @@ impl CaddyServer {
     /// Starts Caddy with a Caddyfile at `<root>/etc/caddy/Caddyfile` holding the global options
     /// and `user_blocks` (the operator's own sites, which gatehouse must leave alone).
     pub fn start(root: &Path, user_blocks: &str) -> Self {
-        let bin = external("caddy", &[], "caddy");
         let dir = root.join("etc/caddy");
         let data = root.join("var/lib/caddy");
         std::fs::create_dir_all(&dir).unwrap();
@@ -79,29 +79,38 @@ impl CaddyServer {
         )
         .unwrap();
         let log = root.join("caddy.log");
-        let mut cmd = Command::new(bin);
-        cmd.args(["run", "--config"])
-            .arg(&caddyfile)
-            .args(["--adapter", "caddyfile"])
-            .env("HOME", &data)
-            .env("XDG_DATA_HOME", &data)
-            .env("XDG_CONFIG_HOME", &data);
-        if let Some((uid, gid)) = caddy_user() {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(uid).gid(gid);
-        }
-        let proc = Proc::spawn("caddy", cmd, &log);
-        wait_for("Caddy's admin endpoint", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", admin_port)).ok()
-        });
-        Self {
+        let mut server = Self {
             caddyfile,
             admin_port,
             https_port,
             http_port,
-            proc: Some(proc),
+            proc: None,
             log,
+            data,
+        };
+        server.launch();
+        server
+    }
+
+    /// Starts Caddy again after [`CaddyServer::stop`], with the Caddyfile as it is now.
+    pub fn launch(&mut self) {
+        let bin = external("caddy", &[], "caddy");
+        let (caddyfile, data, admin_port) = (&self.caddyfile, &self.data, self.admin_port);
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--config"])
+            .arg(caddyfile)
+            .args(["--adapter", "caddyfile"])
+            .env("HOME", data)
+            .env("XDG_DATA_HOME", data)
+            .env("XDG_CONFIG_HOME", data);
+        if let Some((uid, gid)) = caddy_user() {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
         }
+        self.proc = Some(Proc::spawn("caddy", cmd, &self.log));
+        wait_for("Caddy's admin endpoint", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", admin_port)).ok()
+        });
     }
 
     /// The agent config lines that point at this Caddy.

@@ -304,38 +304,55 @@ impl Store {
 
     /// Stores `state` as the next generation of an agent's desired state and returns it with its
     /// generation filled in. Generations only grow; concurrent writers each get their own.
+    ///
+    /// The next number is computed inside the INSERT (one statement, so SQLite never has to
+    /// upgrade a read snapshot to a write); if two controllers race on PostgreSQL, the loser's
+    /// primary key conflicts and it takes the next number.
     pub async fn desired_push(
         &self,
         agent_id: &str,
         mut state: DesiredState,
         now: i64,
     ) -> Result<DesiredState, StoreError> {
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .op("begin a desired-state change")?;
-        let latest: Option<i64> =
-            sqlx::query("SELECT MAX(generation) FROM desired_states WHERE agent_id = $1")
-                .bind(agent_id)
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|r| r.try_get(0))
-                .op("read the latest generation")?;
-        state.generation = latest.unwrap_or(0).max(0) as u64 + 1;
-        insert_state(&mut tx, agent_id, &state, now).await?;
-        tx.commit().await.op("commit a desired-state change")?;
-        Ok(state)
+        state.generation = 0;
+        let body = encode(&state);
+        let mut attempts = 0;
+        loop {
+            let inserted = sqlx::query(
+                "INSERT INTO desired_states (agent_id, generation, body, created_at) \
+                 SELECT $1, COALESCE(MAX(generation), 0) + 1, $2, $3 FROM desired_states \
+                 WHERE agent_id = $1 RETURNING generation",
+            )
+            .bind(agent_id)
+            .bind(&body)
+            .bind(now)
+            .fetch_one(self.pool())
+            .await;
+            match inserted {
+                Ok(row) => {
+                    let generation: i64 = row.try_get(0).op("store a desired state")?;
+                    state.generation = generation.max(0) as u64;
+                    return Ok(state);
+                }
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempts < 5 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e).op("store a desired state"),
+            }
+        }
     }
 }
 
+/// The generation lives in its column; the stored body carries 0.
 fn state_from_row(row: &AnyRow) -> Result<DesiredStateRow, StoreError> {
     let op = "read a desired state";
     let generation: i64 = row.try_get("generation").op(op)?;
     let body: String = row.try_get("body").op(op)?;
+    let mut state: DesiredState = decode(&body, "desired state")?;
+    state.generation = generation.max(0) as u64;
     Ok(DesiredStateRow {
-        generation: generation.max(0) as u64,
-        state: decode(&body, "desired state")?,
+        generation: state.generation,
+        state,
         created_at: row.try_get("created_at").op(op)?,
     })
 }
