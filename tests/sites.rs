@@ -207,11 +207,33 @@ fn a_site_with_an_internal_certificate_serves_through_caddy() {
     assert!(snippet.contains("X-Served-By \"gatehouse\""), "{snippet}");
 
     // The status shows every item applied, and the inventory.
+    // An RSA-2048 key works the same way.
+    f.create_site(
+        "rsa.example.test",
+        &upstream,
+        &["--name", "rsa", "--key-type", "rsa2048"],
+    );
+    f.wait_site("rsa", "applied");
+    assert_eq!(
+        f.get("rsa.example.test").unwrap(),
+        "hello from the upstream"
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(f.agent.paths().certificates_index()).unwrap())
+            .unwrap();
+    assert_eq!(index["certificates"]["rsa"][0]["key_type"], 1, "{index}");
+
     let status = f.controller.ctl_json(&["agents", "status", &f.id]);
     let results = status["results"].as_array().unwrap();
     assert!(results.iter().all(|r| r["ok"] == true), "{status}");
     assert!(results.iter().any(|r| r["item"] == "site/www-example-test"));
-    assert_eq!(status["certificates"][0]["serial"], reported.as_str());
+    let www = status["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "www-example-test")
+        .unwrap();
+    assert_eq!(www["serial"], reported.as_str());
 }
 
 #[test]
@@ -547,6 +569,7 @@ async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
                     ..Default::default()
                 }),
                 internal_certificate: false,
+                key_type: 0,
             })
             .await
             .unwrap_err();
@@ -570,6 +593,7 @@ async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
                 ..Default::default()
             }),
             internal_certificate: false,
+            key_type: 0,
         })
         .await
         .unwrap_err();

@@ -23,6 +23,15 @@ pub enum TlsMode {
     CaddyInternal,
 }
 
+/// Key types for certificates whose keys are made on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Key {
+    /// ECDSA P-256.
+    P256,
+    /// RSA 2048.
+    Rsa2048,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SiteCommand {
     /// Create or replace a site on an agent: a Caddy reverse proxy with TLS.
@@ -51,6 +60,9 @@ pub enum SiteCommand {
         /// A response header, Name=value (repeatable).
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
+        /// The key type of the certificate made with --tls internal.
+        #[arg(long, value_enum, default_value_t = Key::P256)]
+        key_type: Key,
         /// The ACME directory Caddy uses with --tls caddy-managed.
         #[arg(long)]
         acme_ca: Option<String>,
@@ -102,6 +114,7 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         name,
         port,
         headers,
+        key_type,
         acme_ca,
         acme_ca_root,
     } = cmd
@@ -153,6 +166,10 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         agent_id: agent.clone(),
         site: Some(site),
         internal_certificate: *tls == TlsMode::Internal,
+        key_type: match key_type {
+            Key::P256 => KeyType::P256,
+            Key::Rsa2048 => KeyType::Rsa2048,
+        } as i32,
     }))
 }
 

@@ -648,8 +648,10 @@ impl AdminService for AdminApi {
                     .site
                     .clone()
                     .ok_or_else(|| Status::invalid_argument("site: required"))?;
+                let key_type = KeyType::try_from(req.key_type)
+                    .map_err(|_| Status::invalid_argument("key_type: unknown key type"))?;
                 self.change_state(&id, |state| {
-                    sites::put_site(state, site, req.internal_certificate)
+                    sites::put_site(state, site, req.internal_certificate.then_some(key_type))
                 })
                 .await?;
                 self.site(&id, &name).await

@@ -3,7 +3,7 @@
 
 use gatehouse_proto::spec::{Site, SiteTls, ValidState};
 use gatehouse_proto::v1::{
-    ApplyResult, CertificateInventory, CertificateSpec, DesiredState, SiteSpec,
+    ApplyResult, CertificateInventory, CertificateSpec, DesiredState, KeyType, SiteSpec,
 };
 
 /// Why a change was refused; shown to the caller as is.
@@ -16,7 +16,7 @@ pub struct Refused(pub String);
 pub fn put_site(
     mut state: DesiredState,
     site: SiteSpec,
-    internal_certificate: bool,
+    internal_certificate: Option<KeyType>,
 ) -> Result<DesiredState, Refused> {
     let valid = Site::try_from(&site).map_err(|e| Refused(e.to_string()))?;
     if let SiteTls::Certificate(cert) = &valid.tls {
@@ -26,20 +26,27 @@ pub fn put_site(
             .iter_mut()
             .find(|c| c.name == cert.as_str())
         {
-            Some(existing) if internal_certificate => {
+            Some(existing) if internal_certificate.is_some() => {
                 if existing.issuer != "internal" {
                     return Err(Refused(format!(
                         "certificate {cert} exists with issuer {}; choose another name",
                         existing.issuer
                     )));
                 }
+                let key_type = internal_certificate.unwrap_or_default() as i32;
+                if existing.key_type != key_type {
+                    // A new key type needs a new key.
+                    existing.key_type = key_type;
+                    existing.revision += 1;
+                }
                 existing.domains = domains;
             }
             Some(_) => {}
-            None if internal_certificate => state.certificates.push(CertificateSpec {
+            None if internal_certificate.is_some() => state.certificates.push(CertificateSpec {
                 name: cert.to_string(),
                 domains,
                 issuer: "internal".into(),
+                key_type: internal_certificate.unwrap_or_default() as i32,
                 ..Default::default()
             }),
             None => {
@@ -159,33 +166,47 @@ mod tests {
 
     #[test]
     fn put_creates_the_internal_certificate_and_replaces_by_name() {
-        let s = put_site(DesiredState::default(), site("www", "www"), true).unwrap();
+        let s = put_site(
+            DesiredState::default(),
+            site("www", "www"),
+            Some(KeyType::P256),
+        )
+        .unwrap();
         assert_eq!(s.certificates.len(), 1);
         assert_eq!(s.certificates[0].domains, ["www.example.com"]);
         let mut changed = site("www", "www");
         changed.domains = vec!["new.example.com".into()];
-        let s = put_site(s, changed, true).unwrap();
+        let s = put_site(s, changed, Some(KeyType::P256)).unwrap();
         assert_eq!(s.sites.len(), 1);
         assert_eq!(s.certificates[0].domains, ["new.example.com"]);
         // Idempotent: the same request again changes nothing.
-        let again = put_site(s.clone(), s.sites[0].clone(), true).unwrap();
+        let again = put_site(s.clone(), s.sites[0].clone(), Some(KeyType::P256)).unwrap();
         assert_eq!(again, s);
+        // Another key type is a new key.
+        let rsa = put_site(s.clone(), s.sites[0].clone(), Some(KeyType::Rsa2048)).unwrap();
+        assert_eq!(rsa.certificates[0].key_type, KeyType::Rsa2048 as i32);
+        assert_eq!(rsa.certificates[0].revision, s.certificates[0].revision + 1);
     }
 
     #[test]
     fn put_refuses_bad_sites_and_missing_certificates() {
-        let err = put_site(DesiredState::default(), site("www", "other"), false).unwrap_err();
+        let err = put_site(DesiredState::default(), site("www", "other"), None).unwrap_err();
         assert!(err.0.contains("does not exist"), "{err}");
         let mut bad = site("www", "www");
         bad.domains = vec!["{evil}".into()];
-        let err = put_site(DesiredState::default(), bad, true).unwrap_err();
+        let err = put_site(DesiredState::default(), bad, Some(KeyType::P256)).unwrap_err();
         assert!(err.0.contains("invalid domain"), "{err}");
     }
 
     #[test]
     fn delete_removes_an_unshared_certificate_only() {
-        let s = put_site(DesiredState::default(), site("a", "shared"), true).unwrap();
-        let s = put_site(s, site("b", "shared"), true).unwrap();
+        let s = put_site(
+            DesiredState::default(),
+            site("a", "shared"),
+            Some(KeyType::P256),
+        )
+        .unwrap();
+        let s = put_site(s, site("b", "shared"), Some(KeyType::P256)).unwrap();
         let s = delete_site(s, "a").unwrap();
         assert_eq!(s.certificates.len(), 1);
         let s = delete_site(s, "b").unwrap();
@@ -195,7 +216,12 @@ mod tests {
 
     #[test]
     fn reissue_raises_the_revision() {
-        let s = put_site(DesiredState::default(), site("www", "www"), true).unwrap();
+        let s = put_site(
+            DesiredState::default(),
+            site("www", "www"),
+            Some(KeyType::P256),
+        )
+        .unwrap();
         let s = reissue(s, "www").unwrap();
         assert_eq!(s.certificates[0].revision, 1);
         assert!(reissue(s, "nope").is_err());
