@@ -2,6 +2,7 @@
 //! what it started when dropped, even when the test panics.
 
 pub mod caddy;
+pub mod cloudflare;
 pub mod gatehouse;
 pub mod postgres;
 pub mod process;

@@ -1,0 +1,272 @@
+//! An emulator of the Cloudflare API v4 subset gatehouse uses, following
+//! `../shared/cloudflare/` (envelope, error codes, `result_info`, 429 with `Retry-After`), with
+//! an authoritative DNS server that answers from its records, and fault injection (429 bursts,
+//! 5xx, slow answers) so retry paths are tested. Cloudflare itself is unreachable here.
+
+mod api;
+mod dns;
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A DNS record as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Record {
+    pub id: String,
+    pub zone_id: String,
+    pub zone_name: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub content: String,
+    pub proxiable: bool,
+    pub proxied: bool,
+    pub ttl: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub tags: Vec<String>,
+    pub created_on: String,
+    pub modified_on: String,
+}
+
+/// An Origin CA certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OriginCertificate {
+    pub id: String,
+    pub certificate: String,
+    pub csr: String,
+    pub hostnames: Vec<String>,
+    pub expires_on: String,
+    pub request_type: String,
+    pub requested_validity: u32,
+    #[serde(skip)]
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Zone {
+    pub id: String,
+    pub name: String,
+    pub account_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Token {
+    pub id: String,
+    pub active: bool,
+}
+
+/// Faults to inject into the next requests.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Faults {
+    pub rate_limited: u32,
+    pub retry_after: u32,
+    pub server_errors: u32,
+    pub server_status: u16,
+    pub delay: Duration,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub tokens: BTreeMap<String, Token>,
+    pub zones: Vec<Zone>,
+    pub records: Vec<Record>,
+    pub certificates: Vec<OriginCertificate>,
+    pub faults: Faults,
+    pub requests: u64,
+    pub throttled: u64,
+}
+
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+/// A running emulator; stops when dropped.
+#[derive(Debug)]
+pub struct Emulator {
+    state: Shared,
+    /// The API base URL, `http://127.0.0.1:PORT/client/v4`.
+    pub api_url: String,
+    /// The authoritative DNS server (UDP and TCP).
+    pub dns_addr: SocketAddr,
+    /// The Origin CA root, PEM: what a client that trusts Cloudflare's Origin CA trusts.
+    pub origin_ca_pem: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut b).expect("RNG");
+    hex::encode(b)
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+impl Emulator {
+    /// Starts on free loopback ports.
+    pub fn start() -> Self {
+        Self::start_on(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+    }
+
+    /// Starts the API on `api` and the DNS server on `dns` (port 0: any free port).
+    pub fn start_on(api: SocketAddr, dns: SocketAddr) -> Self {
+        let state: Shared = Arc::default();
+        let origin_ca = api::OriginCa::new();
+        let origin_ca_pem = origin_ca.cert_pem.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_state = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("emulator runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(api)
+                    .await
+                    .expect("bind the API");
+                let api_addr = listener.local_addr().unwrap();
+                let dns_addr = dns::serve(dns, thread_state.clone())
+                    .await
+                    .expect("bind DNS");
+                let app = api::router(thread_state, Arc::new(origin_ca));
+                ready_tx.send((api_addr, dns_addr)).unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await
+                    .expect("serve the API");
+            });
+        });
+        let (api_addr, dns_addr) = ready_rx.recv().expect("the emulator started");
+        Self {
+            state,
+            api_url: format!("http://{api_addr}/client/v4"),
+            dns_addr,
+            origin_ca_pem,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().expect("emulator lock"))
+    }
+
+    /// Registers an API token; returns its id.
+    pub fn add_token(&self, token: &str) -> String {
+        let id = random_hex(16);
+        self.with(|s| {
+            s.tokens.insert(
+                token.to_owned(),
+                Token {
+                    id: id.clone(),
+                    active: true,
+                },
+            )
+        });
+        id
+    }
+
+    /// Revokes an API token.
+    pub fn revoke_token(&self, token: &str) {
+        self.with(|s| {
+            if let Some(t) = s.tokens.get_mut(token) {
+                t.active = false;
+            }
+        });
+    }
+
+    /// Adds a zone; returns its id.
+    pub fn add_zone(&self, name: &str) -> String {
+        let id = random_hex(16);
+        self.with(|s| {
+            s.zones.push(Zone {
+                id: id.clone(),
+                name: name.to_owned(),
+                account_id: "01a7362d577a6c3019a474fd6f485823".into(),
+            })
+        });
+        id
+    }
+
+    /// Adds a record directly (as if someone else had created it); returns its id.
+    pub fn add_record(&self, zone_id: &str, kind: &str, name: &str, content: &str) -> String {
+        self.with(|s| {
+            let zone = s
+                .zones
+                .iter()
+                .find(|z| z.id == zone_id)
+                .expect("zone")
+                .clone();
+            let record = api::new_record(&zone, kind, name, content, false, 1, None);
+            let id = record.id.clone();
+            s.records.push(record);
+            id
+        })
+    }
+
+    /// The records of a zone.
+    pub fn records(&self, zone_id: &str) -> Vec<Record> {
+        self.with(|s| {
+            s.records
+                .iter()
+                .filter(|r| r.zone_id == zone_id)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Every Origin CA certificate, with its revocation time.
+    pub fn certificates(&self) -> Vec<OriginCertificate> {
+        self.with(|s| s.certificates.clone())
+    }
+
+    /// The next `n` requests get HTTP 429 with `Retry-After: retry_after`.
+    pub fn rate_limit_next(&self, n: u32, retry_after: u32) {
+        self.with(|s| {
+            s.faults.rate_limited = n;
+            s.faults.retry_after = retry_after;
+        });
+    }
+
+    /// The next `n` requests get HTTP `status` (a 5xx).
+    pub fn fail_next(&self, n: u32, status: u16) {
+        self.with(|s| {
+            s.faults.server_errors = n;
+            s.faults.server_status = status;
+        });
+    }
+
+    /// Every answer is delayed by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.with(|s| s.faults.delay = delay);
+    }
+
+    /// How many requests arrived, and how many of them were answered 429.
+    pub fn request_counts(&self) -> (u64, u64) {
+        self.with(|s| (s.requests, s.throttled))
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The emulator against the reference shapes in ../shared/cloudflare, its DNS server, and its
+//! fault injection.
+
+use std::time::Duration;
+
+use gatehouse_testkit::cloudflare::{Emulator, schema};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Api {
+    emulator: Emulator,
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn new() -> Self {
+        let emulator = Emulator::start();
+        emulator.add_token(TOKEN);
+        Self {
+            emulator,
+            client: reqwest::Client::new(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// A request; returns status, headers and JSON body.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: &str,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let url = format!("{}{path}", self.emulator.api_url);
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.rt.block_on(async {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            (status, headers, r.json().await.unwrap())
+        })
+    }
+
+    /// A request whose answer must match the reference schema of `op` for its status.
+    fn conformant(&self, method: &str, op: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, _, json) = self.call(method, path, body, TOKEN);
+        let schema = schema::response_schema(method, op, status)
+            .unwrap_or_else(|| panic!("no reference schema for {method} {op} {status}"));
+        if status < 300 {
+            schema::check(&json, &schema)
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{json:#}"));
+        } else {
+            assert_eq!(json["success"], false);
+            assert!(json["result"].is_null());
+            assert!(
+                json["errors"][0]["code"].as_u64().unwrap() >= 1000,
+                "{json}"
+            );
+        }
+        (status, json)
+    }
+}
+
+fn csr(ecc: bool, hostnames: &[&str]) -> String {
+    let key = if ecc {
+        rcgen::KeyPair::generate().unwrap()
+    } else {
+        rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap()
+    };
+    let names: Vec<String> = hostnames.iter().map(|h| (*h).to_owned()).collect();
+    rcgen::CertificateParams::new(names)
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+#[test]
+fn every_answer_follows_the_reference_shapes() {
+    let api = Api::new();
+    let zone = api.emulator.add_zone("example.com");
+    api.emulator.add_zone("other.org");
+
+    let (_, zones) = api.conformant("GET", "/zones", "/zones?name=example.com", None);
+    assert_eq!(zones["result"].as_array().unwrap().len(), 1);
+    assert_eq!(zones["result_info"]["total_count"], 1);
+    api.conformant("GET", "/zones/{zone_id}", &format!("/zones/{zone}"), None);
+    let (s, missing) = api.conformant("GET", "/zones/{zone_id}", "/zones/0000", None);
+    assert_eq!(s, 404);
+    assert_eq!(missing["errors"][0]["code"], 7003);
+
+    let records = "/zones/{zone_id}/dns_records";
+    let one = "/zones/{zone_id}/dns_records/{dns_record_id}";
+    let path = format!("/zones/{zone}/dns_records");
+    let (_, a) = api.conformant("POST", records, &path, Some(json!({"type": "A", "name": "www.example.com", "content": "192.0.2.1", "proxied": true, "ttl": 1, "comment": "managed"})));
+    let id = a["result"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(a["result"]["proxied"], true);
+    api.conformant(
+        "POST",
+        records,
+        &path,
+        Some(json!({"type": "TXT", "name": "_acme-challenge.www", "content": "token", "ttl": 60})),
+    );
+    // Duplicates and conflicts, as Cloudflare answers them.
+    let (s, dup) = api.conformant(
+        "POST",
+        records,
+        &path,
+        Some(json!({"type": "A", "name": "www.example.com", "content": "192.0.2.1"})),
+    );
+    assert_eq!((s, dup["errors"][0]["code"].as_u64()), (400, Some(81058)));
+    let (s, cname) = api.conformant(
+        "POST",
+        records,
+        &path,
+        Some(json!({"type": "CNAME", "name": "www.example.com", "content": "x.example.net"})),
+    );
+    assert_eq!((s, cname["errors"][0]["code"].as_u64()), (400, Some(81053)));
+    // A name outside the zone is relative to it, as Cloudflare takes it.
+    let (_, relative) = api.conformant(
+        "POST",
+        records,
+        &path,
+        Some(json!({"type": "A", "name": "rel", "content": "192.0.2.1"})),
+    );
+    assert_eq!(relative["result"]["name"], "rel.example.com");
+    let (s, _) = api.conformant(
+        "POST",
+        records,
+        &path,
+        Some(json!({"type": "A", "name": "x", "content": "not-an-ip"})),
+    );
+    assert_eq!(s, 400);
+
+    // Filters and pagination.
+    for i in 0..7 {
+        api.conformant(
+            "POST",
+            records,
+            &path,
+            Some(json!({"type": "A", "name": format!("h{i}.example.com"), "content": "192.0.2.9"})),
+        );
+    }
+    let (_, page) = api.conformant(
+        "GET",
+        records,
+        &format!("{path}?type=A&content=192.0.2.9&per_page=5&page=2"),
+        None,
+    );
+    assert_eq!(page["result"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        page["result_info"],
+        json!({"page": 2, "per_page": 5, "count": 2, "total_count": 7, "total_pages": 2})
+    );
+    let (_, by_name) = api.conformant(
+        "GET",
+        records,
+        &format!("{path}?name=www.example.com"),
+        None,
+    );
+    assert_eq!(by_name["result"].as_array().unwrap().len(), 1);
+
+    let (_, got) = api.conformant("GET", one, &format!("{path}/{id}"), None);
+    assert_eq!(got["result"]["content"], "192.0.2.1");
+    let (_, patched) = api.conformant(
+        "PATCH",
+        one,
+        &format!("{path}/{id}"),
+        Some(json!({"content": "192.0.2.2"})),
+    );
+    assert_eq!(patched["result"]["name"], "www.example.com");
+    let (_, put) = api.conformant(
+        "PUT",
+        one,
+        &format!("{path}/{id}"),
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.3", "proxied": false})),
+    );
+    assert_eq!(put["result"]["proxied"], false);
+    api.conformant("DELETE", one, &format!("{path}/{id}"), None);
+    let (s, gone) = api.conformant("GET", one, &format!("{path}/{id}"), None);
+    assert_eq!((s, gone["errors"][0]["code"].as_u64()), (404, Some(81044)));
+
+    // Origin CA.
+    let (_, cert) = api.conformant("POST", "/certificates", "/certificates", Some(json!({"csr": csr(true, &["www.example.com"]), "hostnames": ["www.example.com", "*.example.com"], "request_type": "origin-ecc", "requested_validity": 90})));
+    let cert_id = cert["result"]["id"].as_str().unwrap().to_owned();
+    assert!(
+        cert["result"]["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let (s, _) = api.conformant("POST", "/certificates", "/certificates", Some(json!({"csr": csr(false, &["a.example.com"]), "hostnames": ["a.example.com"], "request_type": "origin-ecc"})));
+    assert_eq!(s, 400, "an RSA key with origin-ecc");
+    let (s, _) = api.conformant("POST", "/certificates", "/certificates", Some(json!({"csr": csr(true, &["a.example.com"]), "hostnames": ["a.example.com"], "request_type": "origin-ecc", "requested_validity": 10})));
+    assert_eq!(s, 400, "a validity that is not offered");
+    let (_, list) = api.conformant(
+        "GET",
+        "/certificates",
+        &format!("/certificates?zone_id={zone}"),
+        None,
+    );
+    assert_eq!(list["result"].as_array().unwrap().len(), 1);
+    api.conformant(
+        "GET",
+        "/certificates/{certificate_id}",
+        &format!("/certificates/{cert_id}"),
+        None,
+    );
+    let (_, revoked) = api.conformant(
+        "DELETE",
+        "/certificates/{certificate_id}",
+        &format!("/certificates/{cert_id}"),
+        None,
+    );
+    assert!(revoked["result"]["revoked_at"].is_string());
+    assert!(api.emulator.certificates()[0].revoked_at.is_some());
+
+    let (_, verify) = api.conformant("GET", "/user/tokens/verify", "/user/tokens/verify", None);
+    assert_eq!(verify["result"]["status"], "active");
+}
+
+#[test]
+fn bad_tokens_rate_limits_and_server_errors() {
+    let api = Api::new();
+    let (status, _, body) = api.call("GET", "/zones", None, "wrong");
+    assert_eq!(status, 403);
+    assert_eq!(body["errors"][0]["code"], 10000);
+    let (status, _, body) = api.call("GET", "/user/tokens/verify", None, "wrong");
+    assert_eq!(
+        (status, body["errors"][0]["code"].as_u64()),
+        (401, Some(1000))
+    );
+    api.emulator.revoke_token(TOKEN);
+    let (status, _, _) = api.call("GET", "/zones", None, TOKEN);
+    assert_eq!(status, 403);
+
+    let api = Api::new();
+    api.emulator.rate_limit_next(2, 7);
+    for _ in 0..2 {
+        let (status, headers, body) = api.call("GET", "/zones", None, TOKEN);
+        assert_eq!(status, 429);
+        assert_eq!(headers["retry-after"], "7");
+        assert_eq!(body["errors"][0]["code"], 971);
+    }
+    assert_eq!(api.call("GET", "/zones", None, TOKEN).0, 200);
+    api.emulator.fail_next(1, 503);
+    assert_eq!(api.call("GET", "/zones", None, TOKEN).0, 503);
+    assert_eq!(api.call("GET", "/zones", None, TOKEN).0, 200);
+    assert_eq!(api.emulator.request_counts(), (5, 2));
+    api.emulator.set_delay(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    api.call("GET", "/zones", None, TOKEN);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+/// Asks the emulator's DNS server over UDP.
+fn query(
+    emulator: &Emulator,
+    name: &str,
+    kind: hickory_proto::rr::RecordType,
+) -> (hickory_proto::op::ResponseCode, Vec<String>) {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
+    use std::str::FromStr;
+    let mut message = Message::query();
+    message.add_query(Query::query(Name::from_str(name).unwrap(), kind));
+    message.metadata.recursion_desired = false;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+        .send_to(&message.to_vec().unwrap(), emulator.dns_addr)
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).unwrap();
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    let data = answer.answers.iter().map(|r| r.data.to_string()).collect();
+    (answer.metadata.response_code, data)
+}
+
+#[test]
+fn the_dns_server_answers_from_the_records() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    let emulator = Emulator::start();
+    let zone = emulator.add_zone("example.com");
+    emulator.add_record(&zone, "A", "www.example.com", "192.0.2.10");
+    emulator.add_record(&zone, "AAAA", "www.example.com", "2001:db8::10");
+    emulator.add_record(
+        &zone,
+        "TXT",
+        "_acme-challenge.example.com",
+        "challenge-token",
+    );
+    assert_eq!(
+        query(&emulator, "www.example.com.", RecordType::A),
+        (ResponseCode::NoError, vec!["192.0.2.10".into()])
+    );
+    assert_eq!(
+        query(&emulator, "WWW.example.com.", RecordType::AAAA).1,
+        vec!["2001:db8::10".to_owned()]
+    );
+    let (code, txt) = query(&emulator, "_acme-challenge.example.com.", RecordType::TXT);
+    assert_eq!(code, ResponseCode::NoError);
+    assert!(txt[0].contains("challenge-token"), "{txt:?}");
+    assert_eq!(
+        query(&emulator, "nope.example.com.", RecordType::A).0,
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        query(&emulator, "www.elsewhere.net.", RecordType::A).0,
+        ResponseCode::Refused
+    );
+}
