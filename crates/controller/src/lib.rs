@@ -4,6 +4,7 @@
 pub mod admin_api;
 pub mod agent_api;
 pub mod ca;
+pub mod cloudflare;
 pub mod config;
 pub mod dev;
 pub mod fleet;
@@ -31,4 +32,9 @@ pub struct Shared {
 /// The current Unix time in seconds.
 pub fn now() -> i64 {
     gatehouse_agent::now_unix()
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    gatehouse_agent::enroll::error_chain(e)
 }
