@@ -570,6 +570,7 @@ async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
                 }),
                 internal_certificate: false,
                 key_type: 0,
+                cloudflare: None,
             })
             .await
             .unwrap_err();
@@ -594,6 +595,7 @@ async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
             }),
             internal_certificate: false,
             key_type: 0,
+            cloudflare: None,
         })
         .await
         .unwrap_err();

@@ -236,6 +236,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         crate::Command::Apitoken(cmd) => api_tokens(&mut client, cmd, out).await,
         crate::Command::Site(cmd) => crate::sites::site(&mut client, cmd, out).await,
         crate::Command::Cert(cmd) => crate::sites::cert(&mut client, cmd, out).await,
+        crate::Command::Cloudflare(cmd) => crate::sites::cloudflare(&mut client, cmd, out).await,
         crate::Command::Audit(AuditCommand::List { limit }) => {
             let entries = client
                 .list_audit(ListAuditRequest { limit })
@@ -707,6 +708,7 @@ fn agent_json(a: &Agent) -> Value {
         "version": a.version,
         "facts": { "hostname": facts.hostname, "os": facts.os, "kernel": facts.kernel, "arch": facts.arch, "addresses": facts.addresses },
         "certificate": { "serial": a.certificate_serial, "not_after": a.certificate_not_after },
+        "domain": a.domain,
         "metrics": metrics,
     })
 }

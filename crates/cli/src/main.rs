@@ -50,6 +50,8 @@ pub enum Output {
     Json,
 }
 
+// Parsed once per run: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// One-time join tokens for enrolling agents.
@@ -70,6 +72,9 @@ enum Command {
     /// Certificates on agents.
     #[command(subcommand)]
     Cert(sites::CertCommand),
+    /// Cloudflare accounts and zones.
+    #[command(subcommand)]
+    Cloudflare(sites::CloudflareCommand),
 }
 
 fn main() -> ExitCode {

@@ -32,6 +32,8 @@ pub enum Key {
     Rsa2048,
 }
 
+// Parsed once per run: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SiteCommand {
     /// Create or replace a site on an agent: a Caddy reverse proxy with TLS.
@@ -40,8 +42,31 @@ pub enum SiteCommand {
         #[arg(long)]
         agent: String,
         /// A domain of the site (repeatable); the first names the site by default.
-        #[arg(long = "domain", required = true)]
+        #[arg(
+            long = "domain",
+            required_unless_present = "zone",
+            conflicts_with = "zone"
+        )]
         domains: Vec<String>,
+        /// Give the site a name in this Cloudflare zone instead (--name is then the label;
+        /// without it a free agent-<10 characters> name is picked).
+        #[arg(long)]
+        zone: Option<String>,
+        /// The Cloudflare account of the zone (default: the only one).
+        #[arg(long, requires = "zone")]
+        account: Option<String>,
+        /// Proxied through Cloudflare, with a Cloudflare Origin CA certificate (the default).
+        #[arg(long, requires = "zone", conflicts_with = "dns_only")]
+        proxied: bool,
+        /// DNS only: Caddy gets its own certificate by ACME.
+        #[arg(long, requires = "zone")]
+        dns_only: bool,
+        /// The host's IPv4 address for the A record (default: the one the agent reported).
+        #[arg(long, requires = "zone")]
+        address: Option<String>,
+        /// An IPv6 address for an AAAA record (default: a public one the agent reported).
+        #[arg(long, requires = "zone")]
+        address_v6: Option<String>,
         /// Where requests go, host:port (repeatable, load-balanced).
         #[arg(long = "upstream", required = true)]
         upstreams: Vec<String>,
@@ -117,10 +142,28 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         key_type,
         acme_ca,
         acme_ca_root,
+        zone,
+        account,
+        proxied: _,
+        dns_only,
+        address,
+        address_v6,
     } = cmd
     else {
         return Ok(None);
     };
+    if let Some(zone) = zone {
+        return cloudflare_request(
+            cmd,
+            zone,
+            account.clone(),
+            *dns_only,
+            address.clone(),
+            address_v6.clone(),
+            name.clone(),
+        )
+        .map(Some);
+    }
     let first: DomainName = domains[0].parse().map_err(|e| anyhow!("--domain: {e}"))?;
     let name = match name {
         Some(n) => n
@@ -166,11 +209,83 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         agent_id: agent.clone(),
         site: Some(site),
         internal_certificate: *tls == TlsMode::Internal,
+        cloudflare: None,
         key_type: match key_type {
             Key::P256 => KeyType::P256,
             Key::Rsa2048 => KeyType::Rsa2048,
         } as i32,
     }))
+}
+
+/// A site named in a Cloudflare zone: the controller picks the name and the TLS mode.
+fn cloudflare_request(
+    cmd: &SiteCommand,
+    zone: &str,
+    account: Option<String>,
+    dns_only: bool,
+    address: Option<String>,
+    address_v6: Option<String>,
+    label: Option<String>,
+) -> anyhow::Result<PutSiteRequest> {
+    let SiteCommand::Create {
+        agent,
+        upstreams,
+        tls,
+        certificate,
+        port,
+        headers,
+        ..
+    } = cmd
+    else {
+        unreachable!("only create has a zone")
+    };
+    if *tls != TlsMode::Internal || certificate.is_some() {
+        bail!(
+            "--tls and --certificate do not go with --zone: --proxied (Origin CA) or --dns-only (Caddy's ACME) decide"
+        );
+    }
+    let zone_name: DomainName = zone.parse().map_err(|e| anyhow!("--zone: {e}"))?;
+    if let Some(l) = &label {
+        l.parse::<ResourceName>()
+            .map_err(|e| anyhow!("--name: {e}"))?;
+    }
+    let mut response_headers = std::collections::HashMap::new();
+    for h in headers {
+        let (k, v) = h
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--header {h:?}: must look like Name=value"))?;
+        response_headers.insert(k.to_owned(), v.to_owned());
+    }
+    let site = SiteSpec {
+        name: label.clone().unwrap_or_default(),
+        domains: vec![],
+        upstreams: upstreams.clone(),
+        tls: None,
+        response_headers,
+        port: u32::from(*port),
+    };
+    // Check upstreams and headers with the same rules, the domain being the zone for now.
+    let mut probe = site.clone();
+    probe.name = label.clone().unwrap_or_else(|| "probe".into());
+    probe.domains = vec![zone_name.to_string()];
+    probe.tls = Some(SiteTls {
+        mode: Some(site_tls::Mode::CaddyInternal(true)),
+    });
+    gatehouse_proto::spec::Site::try_from(&probe).map_err(|e| anyhow!("{}", e.reason))?;
+    Ok(PutSiteRequest {
+        agent_id: agent.clone(),
+        site: Some(site),
+        internal_certificate: false,
+        key_type: 0,
+        cloudflare: Some(CloudflareSite {
+            account: account.unwrap_or_default(),
+            zone: zone_name.to_string(),
+            name: label.unwrap_or_default(),
+            proxied: !dns_only,
+            address: address.unwrap_or_default(),
+            address_v6: address_v6.unwrap_or_default(),
+        }),
+    })
 }
 
 /// Checks arguments before connecting.
@@ -179,7 +294,24 @@ pub fn check(cmd: &SiteCommand) -> anyhow::Result<()> {
 }
 
 pub async fn site(client: &mut Client, cmd: SiteCommand, out: Output) -> anyhow::Result<()> {
-    if let Some(request) = site_request(&cmd)? {
+    if let Some(mut request) = site_request(&cmd)? {
+        if let Some(cf) = request.cloudflare.as_mut()
+            && cf.account.is_empty()
+        {
+            let accounts = client
+                .list_cloudflare_accounts(ListCloudflareAccountsRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .accounts;
+            match accounts.as_slice() {
+                [one] => cf.account = one.name.clone(),
+                [] => {
+                    bail!("no Cloudflare account: add one with gatehousectl cloudflare account add")
+                }
+                _ => bail!("several Cloudflare accounts: choose one with --account"),
+            }
+        }
         let site = client
             .put_site(request)
             .await
@@ -302,6 +434,7 @@ fn site_json(s: &Site) -> Value {
         "upstreams": spec.upstreams, "tls": tls_text(&spec), "port": spec.port,
         "headers": headers.into_iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
         "generation": s.generation, "state": s.state, "error": s.error,
+        "fqdn": s.fqdn, "cloudflare_state": s.cloudflare_state,
         "certificate": s.certificate.as_ref().map(inventory_json),
     })
 }
@@ -320,6 +453,9 @@ fn print_site(s: &Site, out: Output) -> anyhow::Result<()> {
         "port:        {}",
         if spec.port == 0 { 443 } else { spec.port }
     );
+    if !s.fqdn.is_empty() {
+        println!("cloudflare:  {} ({})", s.fqdn, s.cloudflare_state);
+    }
     println!("generation:  {}", s.generation);
     println!(
         "state:       {}{}",
@@ -337,6 +473,134 @@ fn print_site(s: &Site, out: Output) -> anyhow::Result<()> {
             time(c.not_after),
             c.path
         );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudflareCommand {
+    /// Cloudflare accounts (API tokens, stored encrypted).
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// The zones the accounts can see.
+    Zones {
+        /// Only this account's zones.
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Add an account: its API token is verified with Cloudflare first.
+    Add {
+        /// A name for the account.
+        #[arg(long)]
+        name: String,
+        /// A file holding the API token (never pass tokens on a command line).
+        #[arg(long)]
+        token_file: std::path::PathBuf,
+        /// The API root (default: Cloudflare's).
+        #[arg(long)]
+        api_url: Option<String>,
+    },
+    /// List accounts (never their tokens).
+    List,
+}
+
+pub async fn cloudflare(
+    client: &mut Client,
+    cmd: CloudflareCommand,
+    out: Output,
+) -> anyhow::Result<()> {
+    match cmd {
+        CloudflareCommand::Account(AccountCommand::Add {
+            name,
+            token_file,
+            api_url,
+        }) => {
+            let token = std::fs::read_to_string(&token_file)
+                .map_err(|e| anyhow!("cannot read --token-file {}: {e}", token_file.display()))?;
+            let a = client
+                .add_cloudflare_account(AddCloudflareAccountRequest {
+                    name,
+                    token: token.trim().to_owned(),
+                    api_url: api_url.unwrap_or_default(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if out == Output::Json {
+                output::json(
+                    &json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id}),
+                );
+            } else {
+                println!(
+                    "Cloudflare account {} added (token {} verified)",
+                    a.name, a.token_id
+                );
+            }
+        }
+        CloudflareCommand::Account(AccountCommand::List) => {
+            let accounts = client
+                .list_cloudflare_accounts(ListCloudflareAccountsRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .accounts;
+            if out == Output::Json {
+                output::json(&Value::Array(
+                    accounts
+                        .iter()
+                        .map(|a| json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id, "created_at": a.created_at}))
+                        .collect(),
+                ));
+            } else {
+                let rows = accounts
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.name.clone(),
+                            a.api_url.clone(),
+                            a.token_id.clone(),
+                            time(a.created_at),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                output::table(&["NAME", "API", "TOKEN ID", "ADDED"], &rows);
+            }
+        }
+        CloudflareCommand::Zones { account } => {
+            let zones = client
+                .list_zones(ListZonesRequest {
+                    account: account.unwrap_or_default(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .zones;
+            if out == Output::Json {
+                output::json(&Value::Array(
+                    zones
+                        .iter()
+                        .map(|z| json!({"id": z.id, "name": z.name, "status": z.status, "account": z.account}))
+                        .collect(),
+                ));
+            } else {
+                let rows = zones
+                    .iter()
+                    .map(|z| {
+                        vec![
+                            z.name.clone(),
+                            z.id.clone(),
+                            z.status.clone(),
+                            z.account.clone(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                output::table(&["ZONE", "ID", "STATUS", "ACCOUNT"], &rows);
+            }
+        }
     }
     Ok(())
 }

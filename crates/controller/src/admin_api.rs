@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::secrets::{API_PREFIX, JOIN_PREFIX, Token, random_id};
 use crate::store::{AgentRow, ApiTokenRow, AuditRow, JoinTokenRow};
-use crate::{Shared, now, sites};
+use crate::{Shared, cloudflare_sites, now, sites};
 
 /// The default join token lifetime.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -294,6 +294,7 @@ impl AdminApi {
             metrics_sampled_at: live.metrics_sampled_at,
             certificate_serial: row.cert_serial,
             certificate_not_after: row.cert_not_after,
+            domain: row.domain,
         }
     }
 
@@ -378,6 +379,14 @@ impl AdminApi {
         };
         let (applied, _, results) = self.last_apply(agent_id).await?;
         let inventory = self.shared.fleet.view(agent_id).certificates;
+        let on_cloudflare: Vec<_> = self
+            .shared
+            .store
+            .cloudflare_sites()
+            .await?
+            .into_iter()
+            .filter(|r| r.agent_id == agent_id)
+            .collect();
         Ok(latest
             .state
             .sites
@@ -385,9 +394,12 @@ impl AdminApi {
             .map(|spec| {
                 let (state, error) =
                     sites::site_state(&spec.name, latest.generation, applied, &results);
+                let cf = on_cloudflare.iter().find(|r| r.site == spec.name);
                 Site {
                     agent_id: agent_id.to_owned(),
                     certificate: sites::site_certificate(&spec, &inventory),
+                    fqdn: cf.map(|r| r.fqdn.clone()).unwrap_or_default(),
+                    cloudflare_state: cf.map(|r| r.state.clone()).unwrap_or_default(),
                     spec: Some(spec),
                     generation: latest.generation,
                     state,
@@ -635,25 +647,57 @@ impl AdminService for AdminApi {
 
     async fn put_site(&self, request: Request<PutSiteRequest>) -> Result<Response<Site>, Status> {
         let req = request.get_ref().clone();
-        let name = req
-            .site
-            .as_ref()
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
+        let name = match (&req.cloudflare, req.site.as_ref()) {
+            (Some(cf), _) if cf.name.is_empty() => format!("(new name in {})", cf.zone),
+            (Some(cf), _) => cf.name.clone(),
+            (None, Some(s)) => s.name.clone(),
+            (None, None) => String::new(),
+        };
         let target = format!("agent:{}/site:{name}", req.agent_id);
         let result = self
             .mutate(&request, Role::Operator, "site.put", &target, async {
                 let id = agent_id_arg(&req.agent_id)?;
-                let site = req
+                let mut site = req
                     .site
                     .clone()
                     .ok_or_else(|| Status::invalid_argument("site: required"))?;
                 let key_type = KeyType::try_from(req.key_type)
                     .map_err(|_| Status::invalid_argument("key_type: unknown key type"))?;
-                self.change_state(&id, |state| {
-                    sites::put_site(state, site, req.internal_certificate.then_some(key_type))
-                })
-                .await?;
+                let source = match &req.cloudflare {
+                    Some(cf) => {
+                        let agent = self.agent_by_id(&id).await?;
+                        let addresses = agent.facts.map(|f| f.addresses).unwrap_or_default();
+                        let row =
+                            cloudflare_sites::set_up(&self.shared, &id, cf, &addresses).await?;
+                        self.shared.store.agent_set_domain(&id, &row.fqdn).await?;
+                        site.name = row.site.clone();
+                        site.domains = vec![row.fqdn.clone()];
+                        if cf.proxied {
+                            site.tls = Some(SiteTls {
+                                mode: Some(site_tls::Mode::Certificate(row.site.clone())),
+                            });
+                            Some(sites::CertificateSource {
+                                issuer: format!("origin-ca:{}", cf.account),
+                                key_type: KeyType::P256,
+                            })
+                        } else {
+                            let config = &self.shared.config;
+                            site.tls = Some(SiteTls {
+                                mode: Some(site_tls::Mode::CaddyManaged(CaddyManaged {
+                                    acme_ca: config.caddy_acme_ca.clone(),
+                                    acme_ca_root: config.caddy_acme_ca_root.clone(),
+                                })),
+                            });
+                            None
+                        }
+                    }
+                    None => req
+                        .internal_certificate
+                        .then(|| sites::CertificateSource::internal(key_type)),
+                };
+                let name = site.name.clone();
+                self.change_state(&id, |state| sites::put_site(state, site, source))
+                    .await?;
                 self.site(&id, &name).await
             })
             .await?;
@@ -701,6 +745,7 @@ impl AdminService for AdminApi {
             .mutate(&request, Role::Operator, "site.delete", &target, async {
                 let id = agent_id_arg(&req.agent_id)?;
                 let before = self.site(&id, &req.name).await?;
+                cloudflare_sites::tear_down(&self.shared, &id, &req.name).await?;
                 let state = self
                     .change_state(&id, |state| sites::delete_site(state, &req.name))
                     .await?;
@@ -795,5 +840,46 @@ impl AdminService for AdminApi {
             certificates: self.shared.fleet.view(&id).certificates,
             history,
         }))
+    }
+
+    async fn add_cloudflare_account(
+        &self,
+        request: Request<AddCloudflareAccountRequest>,
+    ) -> Result<Response<CloudflareAccount>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("cloudflare-account:{}", req.name);
+        let result = self
+            .mutate(
+                &request,
+                Role::Admin,
+                "cloudflare.account.add",
+                &target,
+                async { cloudflare_sites::add_account(&self.shared, &req).await },
+            )
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn list_cloudflare_accounts(
+        &self,
+        request: Request<ListCloudflareAccountsRequest>,
+    ) -> Result<Response<ListCloudflareAccountsResponse>, Status> {
+        self.read(&request).await?;
+        let accounts = self.shared.store.cloudflare_accounts().await?;
+        Ok(Response::new(ListCloudflareAccountsResponse {
+            accounts: accounts
+                .iter()
+                .map(cloudflare_sites::account_view)
+                .collect(),
+        }))
+    }
+
+    async fn list_zones(
+        &self,
+        request: Request<ListZonesRequest>,
+    ) -> Result<Response<ListZonesResponse>, Status> {
+        self.read(&request).await?;
+        let zones = cloudflare_sites::zones(&self.shared, &request.get_ref().account).await?;
+        Ok(Response::new(ListZonesResponse { zones }))
     }
 }

@@ -145,6 +145,7 @@ impl AgentService for AgentApi {
             version: String::new(),
             facts: Some(facts),
             last_apply: String::new(),
+            domain: String::new(),
         };
         let first = DesiredState {
             generation: 1,
@@ -359,9 +360,9 @@ impl Session {
             ));
         }
         let spec = Certificate::try_from(spec).map_err(|e| e.to_string())?;
+        let domains: Vec<String> = spec.domains.iter().map(ToString::to_string).collect();
         match spec.issuer {
             Issuer::Internal => {
-                let domains: Vec<String> = spec.domains.iter().map(ToString::to_string).collect();
                 let issued = shared
                     .site_ca
                     .issue_site(
@@ -373,6 +374,18 @@ impl Session {
                     .map_err(|e| e.to_string())?;
                 info!(certificate = %request.name, serial = %issued.info.serial, "site certificate issued");
                 Ok(issued.pem)
+            }
+            Issuer::OriginCa(account) => {
+                let pem = crate::cloudflare_sites::issue_origin(
+                    shared,
+                    self.id.as_str(),
+                    account.as_str(),
+                    &request.csr_der,
+                    &domains,
+                )
+                .await?;
+                info!(certificate = %request.name, %account, "Origin CA certificate issued");
+                Ok(pem)
             }
         }
     }

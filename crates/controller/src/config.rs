@@ -42,6 +42,8 @@ struct RawConfig {
     agent_cert_grace: Option<String>,
     site_cert_lifetime: Option<String>,
     report_interval: Option<String>,
+    caddy_acme_ca: Option<String>,
+    caddy_acme_ca_root: Option<String>,
 }
 
 /// The controller's validated configuration.
@@ -61,6 +63,10 @@ pub struct Config {
     /// Lifetime of certificates from the `internal` site issuer.
     pub site_cert_lifetime: Duration,
     pub report_interval: Duration,
+    /// The ACME directory Caddy uses for DNS-only Cloudflare sites (empty: Caddy's defaults).
+    pub caddy_acme_ca: String,
+    /// A PEM file on the hosts with that CA's root (for private CAs).
+    pub caddy_acme_ca_root: String,
 }
 
 impl Config {
@@ -77,6 +83,8 @@ impl Config {
             agent_cert_grace: Duration::from_secs(30 * 24 * 3600),
             site_cert_lifetime: Duration::from_secs(90 * 24 * 3600),
             report_interval: Duration::from_secs(30),
+            caddy_acme_ca: String::new(),
+            caddy_acme_ca_root: String::new(),
             data_dir: data_dir.to_owned(),
         }
     }
@@ -186,6 +194,18 @@ impl Config {
             if c.site_cert_lifetime < Duration::from_secs(60) {
                 return Err(field("site_cert_lifetime", "must be at least 60s".into()));
             }
+        }
+        if let Some(url) = raw.caddy_acme_ca {
+            if !url.starts_with("https://") {
+                return Err(field(
+                    "caddy_acme_ca",
+                    "must be an https:// ACME directory URL".into(),
+                ));
+            }
+            c.caddy_acme_ca = url;
+        }
+        if let Some(path) = raw.caddy_acme_ca_root {
+            c.caddy_acme_ca_root = path;
         }
         if let Some(d) = raw.report_interval {
             c.report_interval = duration("report_interval", d)?;

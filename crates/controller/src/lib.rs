@@ -5,6 +5,7 @@ pub mod admin_api;
 pub mod agent_api;
 pub mod ca;
 pub mod cloudflare;
+pub mod cloudflare_sites;
 pub mod config;
 pub mod dev;
 pub mod fleet;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub fleet: fleet::Fleet,
     pub revoked: tls::RevokedAgents,
     pub config: config::Config,
+    /// Seals and opens secrets at rest (Cloudflare tokens).
+    pub master_key: secrets::MasterKey,
     /// Serialises read-modify-write changes of desired states in this controller.
     pub state_changes: tokio::sync::Mutex<()>,
 }

@@ -138,6 +138,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         fleet: Fleet::default(),
         revoked,
         config,
+        master_key: key,
         state_changes: tokio::sync::Mutex::new(()),
     });
 

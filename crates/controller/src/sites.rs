@@ -11,12 +11,30 @@ use gatehouse_proto::v1::{
 #[error("{0}")]
 pub struct Refused(pub String);
 
-/// Adds or replaces `site`. With `internal_certificate`, the site's certificate (named by its
-/// `tls.certificate`) is created or updated for the site's domains from the internal issuer.
+/// Where a site's own certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSource {
+    /// `internal` or `origin-ca:ACCOUNT`.
+    pub issuer: String,
+    pub key_type: KeyType,
+}
+
+impl CertificateSource {
+    /// The controller's internal CA.
+    pub fn internal(key_type: KeyType) -> Self {
+        Self {
+            issuer: "internal".into(),
+            key_type,
+        }
+    }
+}
+
+/// Adds or replaces `site`. With `certificate`, the site's certificate (named by its
+/// `tls.certificate`) is created or updated for the site's domains from that source.
 pub fn put_site(
     mut state: DesiredState,
     site: SiteSpec,
-    internal_certificate: Option<KeyType>,
+    certificate: Option<CertificateSource>,
 ) -> Result<DesiredState, Refused> {
     let valid = Site::try_from(&site).map_err(|e| Refused(e.to_string()))?;
     if let SiteTls::Certificate(cert) = &valid.tls {
@@ -26,14 +44,15 @@ pub fn put_site(
             .iter_mut()
             .find(|c| c.name == cert.as_str())
         {
-            Some(existing) if internal_certificate.is_some() => {
-                if existing.issuer != "internal" {
+            Some(existing) if certificate.is_some() => {
+                let source = certificate.clone().expect("checked");
+                if existing.issuer != source.issuer {
                     return Err(Refused(format!(
                         "certificate {cert} exists with issuer {}; choose another name",
                         existing.issuer
                     )));
                 }
-                let key_type = internal_certificate.unwrap_or_default() as i32;
+                let key_type = source.key_type as i32;
                 if existing.key_type != key_type {
                     // A new key type needs a new key.
                     existing.key_type = key_type;
@@ -42,13 +61,16 @@ pub fn put_site(
                 existing.domains = domains;
             }
             Some(_) => {}
-            None if internal_certificate.is_some() => state.certificates.push(CertificateSpec {
-                name: cert.to_string(),
-                domains,
-                issuer: "internal".into(),
-                key_type: internal_certificate.unwrap_or_default() as i32,
-                ..Default::default()
-            }),
+            None if certificate.is_some() => {
+                let source = certificate.clone().expect("checked");
+                state.certificates.push(CertificateSpec {
+                    name: cert.to_string(),
+                    domains,
+                    issuer: source.issuer,
+                    key_type: source.key_type as i32,
+                    ..Default::default()
+                })
+            }
             None => {
                 return Err(Refused(format!(
                     "certificate {cert} does not exist on this agent: use --tls internal, or \
@@ -169,21 +191,31 @@ mod tests {
         let s = put_site(
             DesiredState::default(),
             site("www", "www"),
-            Some(KeyType::P256),
+            Some(CertificateSource::internal(KeyType::P256)),
         )
         .unwrap();
         assert_eq!(s.certificates.len(), 1);
         assert_eq!(s.certificates[0].domains, ["www.example.com"]);
         let mut changed = site("www", "www");
         changed.domains = vec!["new.example.com".into()];
-        let s = put_site(s, changed, Some(KeyType::P256)).unwrap();
+        let s = put_site(s, changed, Some(CertificateSource::internal(KeyType::P256))).unwrap();
         assert_eq!(s.sites.len(), 1);
         assert_eq!(s.certificates[0].domains, ["new.example.com"]);
         // Idempotent: the same request again changes nothing.
-        let again = put_site(s.clone(), s.sites[0].clone(), Some(KeyType::P256)).unwrap();
+        let again = put_site(
+            s.clone(),
+            s.sites[0].clone(),
+            Some(CertificateSource::internal(KeyType::P256)),
+        )
+        .unwrap();
         assert_eq!(again, s);
         // Another key type is a new key.
-        let rsa = put_site(s.clone(), s.sites[0].clone(), Some(KeyType::Rsa2048)).unwrap();
+        let rsa = put_site(
+            s.clone(),
+            s.sites[0].clone(),
+            Some(CertificateSource::internal(KeyType::Rsa2048)),
+        )
+        .unwrap();
         assert_eq!(rsa.certificates[0].key_type, KeyType::Rsa2048 as i32);
         assert_eq!(rsa.certificates[0].revision, s.certificates[0].revision + 1);
     }
@@ -194,7 +226,12 @@ mod tests {
         assert!(err.0.contains("does not exist"), "{err}");
         let mut bad = site("www", "www");
         bad.domains = vec!["{evil}".into()];
-        let err = put_site(DesiredState::default(), bad, Some(KeyType::P256)).unwrap_err();
+        let err = put_site(
+            DesiredState::default(),
+            bad,
+            Some(CertificateSource::internal(KeyType::P256)),
+        )
+        .unwrap_err();
         assert!(err.0.contains("invalid domain"), "{err}");
     }
 
@@ -203,10 +240,15 @@ mod tests {
         let s = put_site(
             DesiredState::default(),
             site("a", "shared"),
-            Some(KeyType::P256),
+            Some(CertificateSource::internal(KeyType::P256)),
         )
         .unwrap();
-        let s = put_site(s, site("b", "shared"), Some(KeyType::P256)).unwrap();
+        let s = put_site(
+            s,
+            site("b", "shared"),
+            Some(CertificateSource::internal(KeyType::P256)),
+        )
+        .unwrap();
         let s = delete_site(s, "a").unwrap();
         assert_eq!(s.certificates.len(), 1);
         let s = delete_site(s, "b").unwrap();
@@ -219,7 +261,7 @@ mod tests {
         let s = put_site(
             DesiredState::default(),
             site("www", "www"),
-            Some(KeyType::P256),
+            Some(CertificateSource::internal(KeyType::P256)),
         )
         .unwrap();
         let s = reissue(s, "www").unwrap();

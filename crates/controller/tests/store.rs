@@ -41,6 +41,7 @@ fn agent(id: &str) -> AgentRow {
         version: String::new(),
         facts: None,
         last_apply: String::new(),
+        domain: String::new(),
     }
 }
 

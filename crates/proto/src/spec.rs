@@ -55,13 +55,15 @@ pub struct Site {
 pub enum Issuer {
     /// The controller's site CA.
     Internal,
+    /// Cloudflare's Origin CA, through the named account.
+    OriginCa(ResourceName),
 }
 
-impl Issuer {
-    /// As written in a spec.
-    pub fn as_str(&self) -> &'static str {
+impl fmt::Display for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Issuer::Internal => "internal",
+            Issuer::Internal => f.write_str("internal"),
+            Issuer::OriginCa(account) => write!(f, "origin-ca:{account}"),
         }
     }
 }
@@ -199,12 +201,19 @@ impl TryFrom<&v1::CertificateSpec> for Certificate {
             .map_err(|_| SpecError::new(&item, "key_type: unknown key type"))?;
         let issuer = match spec.issuer.as_str() {
             "internal" | "" => Issuer::Internal,
-            other => {
-                return Err(SpecError::new(
-                    &item,
-                    format!("issuer: {other:?} is not supported (internal)"),
-                ));
-            }
+            other => match other.strip_prefix("origin-ca:") {
+                Some(account) => Issuer::OriginCa(
+                    account
+                        .parse()
+                        .map_err(|e: NameError| SpecError::new(&item, format!("issuer: {e}")))?,
+                ),
+                None => {
+                    return Err(SpecError::new(
+                        &item,
+                        format!("issuer: {other:?} is not supported (internal, origin-ca:ACCOUNT)"),
+                    ));
+                }
+            },
         };
         Ok(Certificate {
             name,

@@ -29,6 +29,8 @@ pub struct AgentRow {
     pub facts: Option<HostFacts>,
     /// The last apply result the agent reported, JSON (empty before the first).
     pub last_apply: String,
+    /// The host's name in a Cloudflare zone (empty when it has none).
+    pub domain: String,
 }
 
 /// One stored generation of a host's desired state.
@@ -40,7 +42,7 @@ pub struct DesiredStateRow {
 }
 
 const COLUMNS: &str = "id, hostname, labels, enrolled_at, revoked_at, cert_serial, \
-                       cert_not_after, last_seen_at, applied_generation, version, facts, last_apply";
+                       cert_not_after, last_seen_at, applied_generation, version, facts, last_apply, domain";
 
 impl AgentRow {
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -65,6 +67,7 @@ impl AgentRow {
                 Some(decode(&facts, "host facts")?)
             },
             last_apply: row.try_get("last_apply").op(op)?,
+            domain: row.try_get("domain").op(op)?,
         })
     }
 }
@@ -204,6 +207,17 @@ impl Store {
             .execute(self.pool())
             .await
             .op("record an agent's progress")?;
+        Ok(())
+    }
+
+    /// Records the host's name in a Cloudflare zone.
+    pub async fn agent_set_domain(&self, id: &str, domain: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET domain = $2 WHERE id = $1")
+            .bind(id)
+            .bind(domain)
+            .execute(self.pool())
+            .await
+            .op("record an agent's domain")?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 mod agents;
 mod api_tokens;
 mod audit;
+mod cloudflare;
 mod join_tokens;
 mod kv;
 
@@ -21,6 +22,7 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 pub use agents::{AgentRow, DesiredStateRow};
 pub use api_tokens::ApiTokenRow;
 pub use audit::AuditRow;
+pub use cloudflare::{CloudflareAccountRow, CloudflareSiteRow};
 pub use join_tokens::{JoinTokenRow, RedeemError};
 
 /// A store failure. Messages name the operation that failed.
@@ -67,6 +69,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "apply results",
         include_str!("../../migrations/0002_apply_results.sql"),
+    ),
+    (
+        3,
+        "cloudflare",
+        include_str!("../../migrations/0003_cloudflare.sql"),
     ),
 ];
 
