@@ -64,6 +64,23 @@ fn dev_mode_runs_a_controller_and_an_agent_and_stops_cleanly_on_ctrl_c() {
         assert_eq!(agents[0]["labels"]["dev"], "true");
     }
 
+    // Cloudflare is the emulator, and it says so; its zone answers through the admin API.
+    assert!(text.contains("EMULATOR (not Cloudflare)"), "{text}");
+    let zones_line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.ends_with("cloudflare zones"))
+        .expect("a cloudflare zones command");
+    let args: Vec<&str> = zones_line.split_whitespace().skip(1).collect();
+    let out = Command::new(bin("gatehousectl"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("dev.gatehouse.test"),
+        "{out:?}"
+    );
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(dev.id() as i32),
         nix::sys::signal::Signal::SIGINT,

@@ -88,6 +88,8 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     let agent_stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent.run(agent_stop.clone()));
 
+    let cloudflare = dev_cloudflare(&shared).await?;
+
     let (api_token, _) = admin_api::create_api_token(&shared, "dev", Role::Admin).await?;
     admin_api::audit(
         &shared,
@@ -112,6 +114,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
          Enroll another agent on this machine:\n\n\
          \x20 gatehousectl --socket {socket} token create\n\
          \x20 gatehouse-agent enroll --controller https://{agent_addr} --ca-hash {hash} --token <token>\n\n\
+         {cloudflare}\
          Press Ctrl-C to stop.\n",
         data = data.display(),
         kept = if options.data.is_some() {
@@ -126,13 +129,76 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         root = agent_root.display(),
         ca = running.ca_file.display(),
         token = api_token.reveal(),
+        cloudflare = cloudflare.banner(&running.admin_socket),
     );
 
     shutdown.cancelled().await;
+    drop(cloudflare);
     agent_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
     controller_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), running.wait()).await;
     println!("gatehouse dev mode stopped.");
     Ok(())
+}
+
+/// Cloudflare in dev mode: the emulator, said plainly on screen.
+#[cfg(feature = "dev-emulator")]
+struct DevCloudflare(Option<gatehouse_testkit::cloudflare::Emulator>);
+
+#[cfg(feature = "dev-emulator")]
+impl DevCloudflare {
+    fn banner(&self, socket: &std::path::Path) -> String {
+        match &self.0 {
+            Some(e) => format!(
+                "Cloudflare in dev mode is an EMULATOR (not Cloudflare): API {}, DNS {},\n\
+                 account `emulator` with the zone dev.gatehouse.test:\n\n\
+                 \x20 gatehousectl --socket {socket} cloudflare zones\n\n\
+                 (Sites on it need an agent whose host runs Caddy; the local agent does not.)\n\n",
+                e.api_url,
+                e.dns_addr,
+                socket = socket.display()
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+#[cfg(feature = "dev-emulator")]
+async fn dev_cloudflare(shared: &crate::Shared) -> anyhow::Result<DevCloudflare> {
+    let emulator =
+        tokio::task::spawn_blocking(gatehouse_testkit::cloudflare::Emulator::start).await?;
+    let token = crate::secrets::random_id(40);
+    emulator.add_token(&token);
+    emulator.add_zone("dev.gatehouse.test");
+    let known = shared.store.cloudflare_accounts().await?;
+    if known.iter().all(|a| a.name != "emulator") {
+        crate::cloudflare_sites::add_account(
+            shared,
+            &gatehouse_proto::v1::AddCloudflareAccountRequest {
+                name: "emulator".into(),
+                token,
+                api_url: emulator.api_url.clone(),
+            },
+        )
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    }
+    Ok(DevCloudflare(Some(emulator)))
+}
+
+/// Without the emulator, dev mode has no Cloudflare.
+#[cfg(not(feature = "dev-emulator"))]
+struct DevCloudflare;
+
+#[cfg(not(feature = "dev-emulator"))]
+impl DevCloudflare {
+    fn banner(&self, _: &std::path::Path) -> String {
+        "Cloudflare: none in this build (dev-emulator feature off).\n\n".into()
+    }
+}
+
+#[cfg(not(feature = "dev-emulator"))]
+async fn dev_cloudflare(_: &crate::Shared) -> anyhow::Result<DevCloudflare> {
+    Ok(DevCloudflare)
 }
