@@ -46,6 +46,30 @@ fn setup() -> Setup {
 }
 
 impl Setup {
+    /// The id of the zone example.com.
+    fn controller_zone(&self) -> String {
+        if !self.zone_id.is_empty() {
+            return self.zone_id.clone();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = reqwest::Client::new();
+        let v: Value = rt.block_on(async {
+            client
+                .get(format!("{}/zones?name=example.com", self.emulator.api_url))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        v["result"][0]["id"].as_str().unwrap().to_owned()
+    }
+
     fn add_account(&self, token: &str) -> gatehouse_testkit::gatehouse::Run {
         let file = self.controller.dir.path().join("cf-token");
         std::fs::write(&file, format!("{token}\n")).unwrap();
@@ -352,4 +376,97 @@ fn a_bad_or_revoked_token_gives_a_clear_error_and_changes_nothing() {
     );
     assert!(s.emulator.records(&s.zone_id).is_empty());
     assert_eq!(s.controller.agent_view(&s.id)["desired_generation"], 1);
+}
+
+#[test]
+fn a_dns_only_site_gets_its_certificate_from_pebble_through_caddy() {
+    use gatehouse_testkit::pebble::{Pebble, PebbleOptions};
+    let emulator = Emulator::start();
+    emulator.add_token(TOKEN);
+    emulator.add_zone("example.com");
+    let pebble_port = gatehouse_testkit::free_port();
+    let dir = tempfile::Builder::new()
+        .prefix("gh-e2e-")
+        .tempdir()
+        .unwrap();
+    let pebble_dir = dir.path().join("pebble");
+    let ca_root = pebble_dir.join("listener-ca.pem");
+    let controller = Controller::start_with(
+        dir,
+        &format!(
+            "caddy_acme_ca = \"https://127.0.0.1:{pebble_port}/dir\"\ncaddy_acme_ca_root = {:?}\n",
+            ca_root.display().to_string()
+        ),
+        None,
+    );
+    let root = controller.dir.path().join("host");
+    std::fs::create_dir_all(&root).unwrap();
+    let caddy = CaddyServer::start(&root, "");
+    let pebble = Pebble::start(
+        &pebble_dir,
+        pebble_port,
+        &PebbleOptions {
+            http_port: caddy.http_port,
+            tls_port: caddy.https_port,
+            dns: emulator.dns_addr,
+            validity: None,
+            reject_nonces: false,
+        },
+    );
+    let mut agent = controller.agent_with("host", &caddy.agent_toml());
+    let id = agent.enroll(&controller);
+    agent.run();
+    let s = Setup {
+        agent,
+        caddy,
+        controller,
+        emulator,
+        zone_id: String::new(),
+        id,
+    };
+    assert!(s.add_account(TOKEN).success);
+    let upstream = Upstream::start("validated by pebble");
+    let created = s.create(&upstream, &["--dns-only"]).json();
+    let name = created["name"].as_str().unwrap().to_owned();
+    let fqdn = created["fqdn"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["tls"],
+        format!("caddy-managed:https://127.0.0.1:{pebble_port}/dir")
+    );
+    s.wait_applied(&name);
+
+    // Pebble's issuing root, from its management API.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let management = reqwest::Client::builder()
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(pebble.listener_ca_pem.as_bytes()).unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let issuing_root = rt.block_on(async {
+        management
+            .get(format!("{}/roots/0", pebble.management_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let body = wait_for(
+        "Caddy's certificate from Pebble",
+        Duration::from_secs(90),
+        || get(&s.emulator, &issuing_root, &fqdn, s.caddy.https_port).ok(),
+    );
+    assert_eq!(body, "validated by pebble");
+    let record = s
+        .emulator
+        .records(&s.controller_zone())
+        .into_iter()
+        .find(|r| r.name == fqdn)
+        .unwrap();
+    assert!(!record.proxied, "DNS only");
 }

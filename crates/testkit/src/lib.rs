@@ -4,6 +4,7 @@
 pub mod caddy;
 pub mod cloudflare;
 pub mod gatehouse;
+pub mod pebble;
 pub mod postgres;
 pub mod process;
 
