@@ -305,12 +305,27 @@ fn a_429_storm_and_5xx_bursts_are_ridden_out() {
     s.emulator.rate_limit_next(4, 1);
     s.emulator.fail_next(3, 502);
     let upstream = Upstream::start("patient");
-    let created = s.create(&upstream, &["--proxied"]).json();
+    let created = s
+        .create(&upstream, &["--proxied", "--address-v6", "2001:db8::5"])
+        .json();
     assert_eq!(created["cloudflare_state"], "ready");
     let name = created["name"].as_str().unwrap().to_owned();
     s.emulator.rate_limit_next(3, 1);
     s.wait_applied(&name);
-    assert_eq!(s.emulator.records(&s.zone_id).len(), 1);
+    let mut kinds: Vec<(String, String)> = s
+        .emulator
+        .records(&s.zone_id)
+        .into_iter()
+        .map(|r| (r.kind, r.content))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("A".to_owned(), "127.0.0.1".to_owned()),
+            ("AAAA".to_owned(), "2001:db8::5".to_owned())
+        ]
+    );
     assert!(s.emulator.request_counts().1 >= 7, "the storms happened");
     let fqdn = created["fqdn"].as_str().unwrap();
     assert_eq!(
@@ -469,4 +484,55 @@ fn a_dns_only_site_gets_its_certificate_from_pebble_through_caddy() {
         .find(|r| r.name == fqdn)
         .unwrap();
     assert!(!record.proxied, "DNS only");
+}
+
+#[test]
+fn a_failure_midway_is_explained_and_a_retry_completes_it() {
+    let s = setup();
+    assert!(s.add_account(TOKEN).success);
+    let upstream = Upstream::start("finished");
+    s.emulator.fail_writes(1000);
+    let run = s.create(&upstream, &["--name", "agent-midway0000", "--proxied"]);
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("stopped at the A record")
+            && run.stderr.contains("run the same command again"),
+        "{}",
+        run.stderr
+    );
+    let shown = s
+        .controller
+        .ctl_json(&["site", "show", "--agent", &s.id, "agent-midway0000"]);
+    assert_eq!(shown["state"], "setting-up");
+    assert!(
+        shown["cloudflare_state"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped at the A record"),
+        "{shown}"
+    );
+    assert!(s.emulator.records(&s.zone_id).is_empty());
+
+    s.emulator.fail_writes(0);
+    let done = s
+        .create(&upstream, &["--name", "agent-midway0000", "--proxied"])
+        .json();
+    assert_eq!(done["cloudflare_state"], "ready");
+    s.wait_applied("agent-midway0000");
+    assert_eq!(
+        s.emulator.records(&s.zone_id).len(),
+        1,
+        "no duplicate record"
+    );
+    let fqdn = done["fqdn"].as_str().unwrap();
+    assert_eq!(
+        get(
+            &s.emulator,
+            &s.emulator.origin_ca_pem,
+            fqdn,
+            s.caddy.https_port
+        )
+        .unwrap(),
+        "finished"
+    );
 }

@@ -374,9 +374,16 @@ impl AdminApi {
 
     /// The sites of one agent as the API shows them.
     async fn sites_of(&self, agent_id: &str) -> Result<Vec<Site>, Status> {
-        let Some(latest) = self.shared.store.desired_latest(agent_id).await? else {
-            return Ok(Vec::new());
-        };
+        let latest = self
+            .shared
+            .store
+            .desired_latest(agent_id)
+            .await?
+            .unwrap_or_else(|| crate::store::DesiredStateRow {
+                generation: 0,
+                state: DesiredState::default(),
+                created_at: 0,
+            });
         let (applied, _, results) = self.last_apply(agent_id).await?;
         let inventory = self.shared.fleet.view(agent_id).certificates;
         let on_cloudflare: Vec<_> = self
@@ -387,7 +394,8 @@ impl AdminApi {
             .into_iter()
             .filter(|r| r.agent_id == agent_id)
             .collect();
-        Ok(latest
+        let in_state: Vec<String> = latest.state.sites.iter().map(|s| s.name.clone()).collect();
+        let mut out: Vec<Site> = latest
             .state
             .sites
             .into_iter()
@@ -406,7 +414,25 @@ impl AdminApi {
                     error,
                 }
             })
-            .collect())
+            .collect();
+        // A set-up at Cloudflare that stopped before the site reached the desired state.
+        for row in on_cloudflare.iter().filter(|r| !in_state.contains(&r.site)) {
+            out.push(Site {
+                agent_id: agent_id.to_owned(),
+                spec: Some(SiteSpec {
+                    name: row.site.clone(),
+                    domains: vec![row.fqdn.clone()],
+                    ..Default::default()
+                }),
+                generation: 0,
+                state: "setting-up".into(),
+                error: String::new(),
+                certificate: None,
+                fqdn: row.fqdn.clone(),
+                cloudflare_state: row.state.clone(),
+            });
+        }
+        Ok(out)
     }
 
     async fn site(&self, agent_id: &str, name: &str) -> Result<Site, Status> {
@@ -746,6 +772,13 @@ impl AdminService for AdminApi {
                 let id = agent_id_arg(&req.agent_id)?;
                 let before = self.site(&id, &req.name).await?;
                 cloudflare_sites::tear_down(&self.shared, &id, &req.name).await?;
+                if before.state == "setting-up" {
+                    // It never reached the desired state: removing it at Cloudflare is all.
+                    return Ok(Site {
+                        state: "deleted".into(),
+                        ..before
+                    });
+                }
                 let state = self
                     .change_state(&id, |state| sites::delete_site(state, &req.name))
                     .await?;

@@ -177,6 +177,9 @@ async fn faults_and_auth(AxumState(app): AxumState<App>, request: Request, next:
         } else if s.faults.server_errors > 0 {
             s.faults.server_errors -= 1;
             Some((s.faults.server_status, 0))
+        } else if s.faults.write_errors > 0 && request.method() != axum::http::Method::GET {
+            s.faults.write_errors -= 1;
+            Some((403, 0))
         } else {
             None
         };
@@ -212,6 +215,10 @@ async fn faults_and_auth(AxumState(app): AxumState<App>, request: Request, next:
                 "\"default\";q=1200;w=300".parse().unwrap(),
             );
             return r;
+        }
+        Some((403, _)) => {
+            // A token that may read but not edit.
+            return fail(StatusCode::FORBIDDEN, &[(10000, "Authentication error")]);
         }
         Some((status, _)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -68,6 +68,7 @@ pub(crate) struct Faults {
     pub retry_after: u32,
     pub server_errors: u32,
     pub server_status: u16,
+    pub write_errors: u32,
     pub delay: Duration,
 }
 
@@ -247,6 +248,12 @@ impl Emulator {
             s.faults.server_errors = n;
             s.faults.server_status = status;
         });
+    }
+
+    /// The next `n` writes (POST, PUT, PATCH, DELETE) are refused with HTTP 403, as for a token
+    /// that may read but not edit; reads still work.
+    pub fn fail_writes(&self, n: u32) {
+        self.with(|s| s.faults.write_errors = n);
     }
 
     /// Every answer is delayed by `delay`.
