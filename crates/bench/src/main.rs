@@ -1,0 +1,57 @@
+//! `gatehouse-bench`: starts a real controller as its own process (SQLite store) and N
+//! simulated agents in this one process, each a real enrolled identity with its own mTLS
+//! `Connect` stream sending real `Report`s, and prints figures as `key: value` lines.
+
+mod fleet;
+mod proc_stats;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Fleet-scale benchmark of one gatehouse controller.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Options {
+    /// How many simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// The report interval the controller asks for.
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    pub report_interval: Duration,
+    /// How long to measure controller CPU while the agents report.
+    #[arg(long, default_value = "60s", value_parser = humantime_duration)]
+    pub cpu_window: Duration,
+    /// How long to measure one real idle agent.
+    #[arg(long, default_value = "20s", value_parser = humantime_duration)]
+    pub agent_window: Duration,
+    /// Concurrent enrollments and admin calls.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Where the gatehouse binaries are (default: beside this one).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    gatehouse_agent::config::parse_interval(s)
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    raise_fd_limit(options.agents as u64 * 2 + 4096);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(fleet::run(options))
+}
+
+/// Each stream is a socket on both sides.
+fn raise_fd_limit(wanted: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let target = wanted.max(soft);
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, target, hard.max(target));
+    }
+}
