@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // dial TLS themselves.
     tonic_prost_build::configure()
         .build_transport(false)
+        .codec_path("crate::codec::SmallCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

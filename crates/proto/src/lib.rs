@@ -3,6 +3,7 @@
 //! Every name that ends up in a path, a unit name, a DNS record or a certificate is parsed into one
 //! of the types in [`names`] at the edge, on both sides.
 
+pub mod codec;
 pub mod names;
 pub mod spec;
 
