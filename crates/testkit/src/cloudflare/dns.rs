@@ -88,11 +88,23 @@ impl RequestHandler for Handler {
     }
 }
 
-/// Serves DNS on `addr` (UDP and TCP); returns the bound address.
+/// Serves DNS on `addr` (UDP and TCP); returns the bound address. With port 0, a port free for
+/// both UDP and TCP is found (a free UDP port may be taken for TCP by another test).
 pub(crate) async fn serve(addr: SocketAddr, state: Shared) -> std::io::Result<SocketAddr> {
-    let udp = tokio::net::UdpSocket::bind(addr).await?;
+    let mut tries = 0;
+    let (udp, tcp) = loop {
+        let udp = tokio::net::UdpSocket::bind(addr).await?;
+        let bound = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => break (udp, tcp),
+            Err(e) if addr.port() == 0 && tries < 50 => {
+                tries += 1;
+                let _ = e;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let bound = udp.local_addr()?;
-    let tcp = tokio::net::TcpListener::bind(bound).await?;
     let mut server = Server::new(Handler { state });
     server.register_socket(udp);
     server.register_listener(tcp, std::time::Duration::from_secs(5), 64);
