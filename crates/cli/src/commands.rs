@@ -244,23 +244,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner()
                 .entries;
-            if out == Output::Json {
-                output::json(&Value::Array(entries.iter().map(audit_json).collect()));
-            } else {
-                let rows = entries
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            time(e.at_ms / 1000),
-                            e.actor.clone(),
-                            e.action.clone(),
-                            e.target.clone(),
-                            e.result.clone(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                output::table(&["TIME", "ACTOR", "ACTION", "TARGET", "RESULT"], &rows);
-            }
+            output::list(
+                out,
+                &entries,
+                &["TIME", "ACTOR", "ACTION", "TARGET", "RESULT"],
+                audit_json,
+                |e| {
+                    vec![
+                        time(e.at_ms / 1000),
+                        e.actor.clone(),
+                        e.action.clone(),
+                        e.target.clone(),
+                        e.result.clone(),
+                    ]
+                },
+            );
             Ok(())
         }
     }
@@ -308,27 +306,25 @@ async fn token(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow::R
                 .map_err(explain)?
                 .into_inner()
                 .tokens;
-            if out == Output::Json {
-                output::json(&Value::Array(tokens.iter().map(join_token_json).collect()));
-            } else {
-                let rows = tokens
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.id.clone(),
-                            t.state.clone(),
-                            time(t.expires_at),
-                            if t.used_by_agent.is_empty() {
-                                "-".into()
-                            } else {
-                                t.used_by_agent.clone()
-                            },
-                            labels_text(&t.labels),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                output::table(&["ID", "STATE", "EXPIRES", "USED BY", "LABELS"], &rows);
-            }
+            output::list(
+                out,
+                &tokens,
+                &["ID", "STATE", "EXPIRES", "USED BY", "LABELS"],
+                join_token_json,
+                |t| {
+                    vec![
+                        t.id.clone(),
+                        t.state.clone(),
+                        time(t.expires_at),
+                        if t.used_by_agent.is_empty() {
+                            "-".into()
+                        } else {
+                            t.used_by_agent.clone()
+                        },
+                        labels_text(&t.labels),
+                    ]
+                },
+            );
         }
         TokenCommand::Revoke { id, yes } => {
             confirm(&format!("Revoke join token {id}?"), yes)?;
@@ -358,52 +354,47 @@ async fn agents(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow:
                 .map_err(explain)?
                 .into_inner()
                 .agents;
-            if out == Output::Json {
-                output::json(&Value::Array(agents.iter().map(agent_json).collect()));
-            } else {
-                let now = now();
-                let rows = agents
-                    .iter()
-                    .map(|a| {
-                        let m = a.metrics.clone().unwrap_or_default();
-                        vec![
-                            a.id.clone(),
-                            a.hostname.clone(),
-                            a.status.clone(),
-                            relative(a.last_seen_at, now),
-                            format!("{}/{}", a.applied_generation, a.desired_generation),
-                            if a.metrics.is_some() {
-                                format!("{:.0}%", m.cpu_percent)
-                            } else {
-                                "-".into()
-                            },
-                            if a.metrics.is_some() {
-                                format!(
-                                    "{}/{}",
-                                    bytes(m.memory_used_bytes),
-                                    bytes(m.memory_total_bytes)
-                                )
-                            } else {
-                                "-".into()
-                            },
-                            labels_text(&a.labels),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                output::table(
-                    &[
-                        "ID",
-                        "HOSTNAME",
-                        "STATUS",
-                        "LAST SEEN",
-                        "GENERATION",
-                        "CPU",
-                        "MEMORY",
-                        "LABELS",
-                    ],
-                    &rows,
-                );
-            }
+            let now = now();
+            output::list(
+                out,
+                &agents,
+                &[
+                    "ID",
+                    "HOSTNAME",
+                    "STATUS",
+                    "LAST SEEN",
+                    "GENERATION",
+                    "CPU",
+                    "MEMORY",
+                    "LABELS",
+                ],
+                agent_json,
+                |a| {
+                    let m = a.metrics.clone().unwrap_or_default();
+                    vec![
+                        a.id.clone(),
+                        a.hostname.clone(),
+                        a.status.clone(),
+                        relative(a.last_seen_at, now),
+                        format!("{}/{}", a.applied_generation, a.desired_generation),
+                        if a.metrics.is_some() {
+                            format!("{:.0}%", m.cpu_percent)
+                        } else {
+                            "-".into()
+                        },
+                        if a.metrics.is_some() {
+                            format!(
+                                "{}/{}",
+                                bytes(m.memory_used_bytes),
+                                bytes(m.memory_total_bytes)
+                            )
+                        } else {
+                            "-".into()
+                        },
+                        labels_text(&a.labels),
+                    ]
+                },
+            );
             return Ok(());
         }
         AgentsCommand::Show { id } => client.get_agent(GetAgentRequest { id }).await,
@@ -620,28 +611,26 @@ async fn api_tokens(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> a
                 .map_err(explain)?
                 .into_inner()
                 .tokens;
-            if out == Output::Json {
-                output::json(&Value::Array(tokens.iter().map(api_token_json).collect()));
-            } else {
-                let now = now();
-                let rows = tokens
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.id.clone(),
-                            t.name.clone(),
-                            t.role.clone(),
-                            if t.revoked_at > 0 {
-                                "revoked".into()
-                            } else {
-                                "active".into()
-                            },
-                            relative(t.last_used_at, now),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                output::table(&["ID", "NAME", "ROLE", "STATE", "LAST USED"], &rows);
-            }
+            let now = now();
+            output::list(
+                out,
+                &tokens,
+                &["ID", "NAME", "ROLE", "STATE", "LAST USED"],
+                api_token_json,
+                |t| {
+                    vec![
+                        t.id.clone(),
+                        t.name.clone(),
+                        t.role.clone(),
+                        if t.revoked_at > 0 {
+                            "revoked".into()
+                        } else {
+                            "active".into()
+                        },
+                        relative(t.last_used_at, now),
+                    ]
+                },
+            );
         }
         ApiTokenCommand::Revoke { id, yes } => {
             confirm(&format!("Revoke API token {id}?"), yes)?;

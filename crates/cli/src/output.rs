@@ -27,6 +27,24 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Prints a list: a JSON array for scripts, or a table for people.
+pub fn list<T>(
+    out: crate::Output,
+    items: &[T],
+    header: &[&str],
+    json_of: impl Fn(&T) -> serde_json::Value,
+    row_of: impl Fn(&T) -> Vec<String>,
+) {
+    if out == crate::Output::Json {
+        json(&serde_json::Value::Array(
+            items.iter().map(json_of).collect(),
+        ));
+    } else {
+        let rows: Vec<Vec<String>> = items.iter().map(row_of).collect();
+        table(header, &rows);
+    }
+}
+
 /// Prints JSON.
 pub fn json(value: &serde_json::Value) {
     println!(

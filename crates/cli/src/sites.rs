@@ -329,28 +329,23 @@ pub async fn site(client: &mut Client, cmd: SiteCommand, out: Output) -> anyhow:
                 .map_err(explain)?
                 .into_inner()
                 .sites;
-            if out == Output::Json {
-                output::json(&Value::Array(sites.iter().map(site_json).collect()));
-            } else {
-                let rows = sites
-                    .iter()
-                    .map(|s| {
-                        let spec = s.spec.clone().unwrap_or_default();
-                        vec![
-                            s.agent_id.clone(),
-                            spec.name.clone(),
-                            spec.domains.join(","),
-                            tls_text(&spec),
-                            s.state.clone(),
-                            s.error.clone(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                output::table(
-                    &["AGENT", "SITE", "DOMAINS", "TLS", "STATE", "ERROR"],
-                    &rows,
-                );
-            }
+            output::list(
+                out,
+                &sites,
+                &["AGENT", "SITE", "DOMAINS", "TLS", "STATE", "ERROR"],
+                site_json,
+                |s| {
+                    let spec = s.spec.clone().unwrap_or_default();
+                    vec![
+                        s.agent_id.clone(),
+                        spec.name.clone(),
+                        spec.domains.join(","),
+                        tls_text(&spec),
+                        s.state.clone(),
+                        s.error.clone(),
+                    ]
+                },
+            );
             Ok(())
         }
         SiteCommand::Show { agent, name } => {
@@ -548,27 +543,20 @@ pub async fn cloudflare(
                 .map_err(explain)?
                 .into_inner()
                 .accounts;
-            if out == Output::Json {
-                output::json(&Value::Array(
-                    accounts
-                        .iter()
-                        .map(|a| json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id, "created_at": a.created_at}))
-                        .collect(),
-                ));
-            } else {
-                let rows = accounts
-                    .iter()
-                    .map(|a| {
-                        vec![
-                            a.name.clone(),
-                            a.api_url.clone(),
-                            a.token_id.clone(),
-                            time(a.created_at),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                output::table(&["NAME", "API", "TOKEN ID", "ADDED"], &rows);
-            }
+            output::list(
+                out,
+                &accounts,
+                &["NAME", "API", "TOKEN ID", "ADDED"],
+                |a| json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id, "created_at": a.created_at}),
+                |a| {
+                    vec![
+                        a.name.clone(),
+                        a.api_url.clone(),
+                        a.token_id.clone(),
+                        time(a.created_at),
+                    ]
+                },
+            );
         }
         CloudflareCommand::Zones { account } => {
             let zones = client
@@ -579,27 +567,20 @@ pub async fn cloudflare(
                 .map_err(explain)?
                 .into_inner()
                 .zones;
-            if out == Output::Json {
-                output::json(&Value::Array(
-                    zones
-                        .iter()
-                        .map(|z| json!({"id": z.id, "name": z.name, "status": z.status, "account": z.account}))
-                        .collect(),
-                ));
-            } else {
-                let rows = zones
-                    .iter()
-                    .map(|z| {
-                        vec![
-                            z.name.clone(),
-                            z.id.clone(),
-                            z.status.clone(),
-                            z.account.clone(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                output::table(&["ZONE", "ID", "STATUS", "ACCOUNT"], &rows);
-            }
+            output::list(
+                out,
+                &zones,
+                &["ZONE", "ID", "STATUS", "ACCOUNT"],
+                |z| json!({"id": z.id, "name": z.name, "status": z.status, "account": z.account}),
+                |z| {
+                    vec![
+                        z.name.clone(),
+                        z.id.clone(),
+                        z.status.clone(),
+                        z.account.clone(),
+                    ]
+                },
+            );
         }
     }
     Ok(())

@@ -106,6 +106,12 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// Parses a DER CSR and checks its signature; only its public key is used.
+fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, CaError> {
+    CertificateSigningRequestParams::from_der(&csr_der.into())
+        .map_err(|e| CaError::BadCsr(e.to_string()))
+}
+
 impl Ca {
     /// Loads the CA from the store, creating it the first time.
     pub async fn load_or_create(
@@ -184,8 +190,7 @@ impl Ca {
         lifetime: Duration,
         now: i64,
     ) -> Result<Issued, CaError> {
-        let csr = CertificateSigningRequestParams::from_der(&csr_der.into())
-            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let csr = parse_csr(csr_der)?;
         let mut params = CertificateParams::default();
         params
             .distinguished_name
@@ -217,8 +222,7 @@ impl Ca {
         lifetime: Duration,
         now: i64,
     ) -> Result<Issued, CaError> {
-        let csr = CertificateSigningRequestParams::from_der(&csr_der.into())
-            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let csr = parse_csr(csr_der)?;
         let mut params = CertificateParams::default();
         if let Some(first) = domains.first() {
             params
