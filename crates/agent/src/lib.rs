@@ -10,6 +10,7 @@ pub mod logging;
 pub mod pki;
 pub mod reconcile;
 pub mod runtime;
+pub mod service;
 pub mod state;
 pub mod status;
 pub mod transport;

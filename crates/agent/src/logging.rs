@@ -1,13 +1,38 @@
-//! Logging set-up shared by both daemons: `GATEHOUSE_LOG` is a tracing filter (default `info`);
-//! output goes to stderr, in colour only on a terminal.
+//! Logging set-up shared by both daemons. `GATEHOUSE_LOG` is a tracing filter (default `info`).
+//! Started by systemd (`JOURNAL_STREAM` is set), logs go to journald with their structured
+//! fields (agent_id, generation, site, certificate…); otherwise to stderr, in colour only on a
+//! terminal. Secrets never reach a log line: the types that hold them print `***`.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber.
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| "info".into());
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier(program()))
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn program() -> String {
+    std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "gatehouse".into())
 }

@@ -118,7 +118,10 @@ async fn run(command: Command, config: Config) -> Result<(), (u8, String)> {
                 .map_err(|e| failed(e.to_string()))?;
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(agent.run(shutdown.clone()));
+            gatehouse_agent::service::notify_ready();
+            gatehouse_agent::service::spawn_watchdog(shutdown.clone());
             wait_for_signal().await;
+            gatehouse_agent::service::notify_stopping();
             shutdown.cancel();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
             Ok(())

@@ -77,7 +77,10 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 let running = server::start(config, shutdown.clone()).await?;
                 tokio::spawn(on_signal(shutdown.clone()));
+                gatehouse_agent::service::notify_ready();
+                gatehouse_agent::service::spawn_watchdog(shutdown.clone());
                 shutdown.cancelled().await;
+                gatehouse_agent::service::notify_stopping();
                 // Drain with a grace period.
                 tokio::time::timeout(Duration::from_secs(15), running.wait())
                     .await
