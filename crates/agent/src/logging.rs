@@ -15,7 +15,13 @@ pub fn init() {
     {
         tracing_subscriber::registry()
             .with(filter)
-            .with(journald.with_syslog_identifier(program()))
+            // Plain field names (AGENT_ID, not F_AGENT_ID): `journalctl AGENT_ID=…` works.
+            // None of ours collides with journald's own fields.
+            .with(
+                journald
+                    .with_syslog_identifier(program())
+                    .with_field_prefix(None),
+            )
             .init();
         return;
     }

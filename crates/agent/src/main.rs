@@ -25,19 +25,23 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enroll this host with a controller, once, using a join token.
+    ///
+    /// The token comes from --token, --token-file, or else the systemd credential `join-token`
+    /// (what `gatehouse-agent-enroll.service` passes). The controller and the CA pin default to
+    /// `controller` and `ca_hash` in agent.toml.
     Enroll {
-        /// The controller's agent endpoint, https://HOST[:7443].
+        /// The controller's agent endpoint, https://HOST[:7443] (default: agent.toml).
         #[arg(long)]
-        controller: String,
+        controller: Option<String>,
         /// The one-time join token (prefer --token-file: a command line is visible to others).
         #[arg(long, conflicts_with = "token_file")]
         token: Option<String>,
         /// A file holding the join token; it is deleted after a successful enrollment.
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// The controller CA pin printed by the controller: sha256:<hex>.
+        /// The controller CA pin printed by the controller: sha256:<hex> (default: agent.toml).
         #[arg(long)]
-        ca_hash: String,
+        ca_hash: Option<String>,
     },
     /// Run the agent (what the systemd unit starts).
     Run,
@@ -73,6 +77,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The join token from the systemd credential `join-token` (`LoadCredential=`).
+fn credential_token() -> Result<String, String> {
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return Err(
+            "give --token or --token-file (no systemd credential `join-token` either)".into(),
+        );
+    };
+    let path = PathBuf::from(dir).join("join-token");
+    std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the credential {}: {e}", path.display()))
+}
+
 async fn run(command: Command, config: Config) -> Result<(), (u8, String)> {
     let usage = |m: String| (64u8, m);
     let failed = |m: String| (1u8, m);
@@ -83,14 +99,24 @@ async fn run(command: Command, config: Config) -> Result<(), (u8, String)> {
             token_file,
             ca_hash,
         } => {
-            let controller =
-                ControllerUrl::parse(&controller, DEFAULT_AGENT_PORT).map_err(usage)?;
-            let ca_hash = pki::parse_ca_hash(&ca_hash).map_err(usage)?;
+            let controller = match controller {
+                Some(url) => ControllerUrl::parse(&url, DEFAULT_AGENT_PORT).map_err(usage)?,
+                None => config.controller.clone().ok_or_else(|| {
+                    usage("give --controller or set `controller` in agent.toml".into())
+                })?,
+            };
+            let ca_hash = match ca_hash {
+                Some(hash) => pki::parse_ca_hash(&hash).map_err(usage)?,
+                None => config
+                    .ca_hash
+                    .clone()
+                    .ok_or_else(|| usage("give --ca-hash or set `ca_hash` in agent.toml".into()))?,
+            };
             let token = match (token, &token_file) {
                 (Some(t), _) => t,
                 (None, Some(f)) => std::fs::read_to_string(f)
                     .map_err(|e| usage(format!("cannot read --token-file {}: {e}", f.display())))?,
-                (None, None) => return Err(usage("give --token or --token-file".into())),
+                (None, None) => credential_token().map_err(usage)?,
             };
             let facts = host::metrics::Sampler::new()
                 .map(|s| s.facts())

@@ -7,6 +7,7 @@ pub mod gatehouse;
 pub mod pebble;
 pub mod postgres;
 pub mod process;
+pub mod systembox;
 
 use std::time::{Duration, Instant};
 
