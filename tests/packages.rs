@@ -467,3 +467,59 @@ fn the_packaged_configs_parse_and_document_the_defaults() {
         ControllerConfig::parse(path, &explicit).expect("the uncommented controller.toml parses");
     assert_eq!(format!("{parsed:?}"), defaults);
 }
+
+/// The same scripts under rpm's numeric arguments: install (1), reinstall as an upgrade (2),
+/// erase (0). `--nodeps` because the box is Debian: its libraries are not in the rpm database.
+#[test]
+fn rpms_install_upgrade_and_erase_with_the_same_scripts() {
+    gatehouse_testkit::process::external("rpm", &[], "rpm");
+    let controller_rpm = rpm("gatehouse-controller");
+    let agent_rpm = rpm("gatehouse-agent");
+    let vm = SystemBox::boot(&[
+        (&controller_rpm, "/root/pkgs/controller.rpm"),
+        (&agent_rpm, "/root/pkgs/agent.rpm"),
+    ]);
+    let pkgs = ["/root/pkgs/controller.rpm", "/root/pkgs/agent.rpm"];
+    let rpm_in_box = |args: &[&str]| {
+        let mut argv = vec!["rpm", "--nodeps"];
+        argv.extend_from_slice(args);
+        vm.ok(&argv)
+    };
+
+    rpm_in_box(&[&["-i"][..], &pkgs[..]].concat());
+    let pid = vm.wait_active("gatehouse-controller.service", Duration::from_secs(30));
+    let user = vm.ok(&["ps", "-o", "user=", "-p", &pid.to_string()]);
+    assert_eq!(user.trim(), "gatehouse-controller");
+    assert_eq!(
+        vm.property("gatehouse-agent.service", "UnitFileState"),
+        "enabled"
+    );
+    assert_eq!(
+        vm.property("gatehouse-agent.service", "ConditionResult"),
+        "no"
+    );
+
+    // An upgrade (here: the same version again) restarts the controller and keeps its state.
+    rpm_in_box(&[&["-U", "--replacepkgs"][..], &pkgs[..]].concat());
+    let restarted = vm.wait_active("gatehouse-controller.service", Duration::from_secs(30));
+    assert_ne!(restarted, pid, "the upgrade restarts the controller");
+    assert_eq!(
+        vm.property("gatehouse-controller.service", "UnitFileState"),
+        "enabled"
+    );
+
+    // Erase stops and disables it; the store stays (rpm has no purge).
+    rpm_in_box(&["-e", "gatehouse-controller", "gatehouse-agent"]);
+    assert_eq!(
+        vm.property("gatehouse-controller.service", "LoadState"),
+        "not-found"
+    );
+    assert!(
+        vm.run(&["pgrep", "-f", "^/usr/bin/gatehouse-controller"])
+            .stdout
+            .is_empty(),
+        "the controller still runs after rpm -e"
+    );
+    assert!(vm.exists("/var/lib/gatehouse-controller/gatehouse.db"));
+    assert!(vm.exists("/var/lib/gatehouse-agent"));
+}
