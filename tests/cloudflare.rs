@@ -426,6 +426,7 @@ fn a_dns_only_site_gets_its_certificate_from_pebble_through_caddy() {
             dns: emulator.dns_addr,
             validity: None,
             reject_nonces: false,
+            eab: Vec::new(),
         },
     );
     let mut agent = controller.agent_with("host", &caddy.agent_toml());

@@ -571,6 +571,7 @@ async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
                 internal_certificate: false,
                 key_type: 0,
                 cloudflare: None,
+                certificate_issuer: String::new(),
             })
             .await
             .unwrap_err();
@@ -596,6 +597,7 @@ async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
             internal_certificate: false,
             key_type: 0,
             cloudflare: None,
+            certificate_issuer: String::new(),
         })
         .await
         .unwrap_err();

@@ -237,6 +237,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         crate::Command::Site(cmd) => crate::sites::site(&mut client, cmd, out).await,
         crate::Command::Cert(cmd) => crate::sites::cert(&mut client, cmd, out).await,
         crate::Command::Cloudflare(cmd) => crate::sites::cloudflare(&mut client, cmd, out).await,
+        crate::Command::Acme(cmd) => crate::acme::acme(&mut client, cmd, out).await,
         crate::Command::Audit(AuditCommand::List { limit }) => {
             let entries = client
                 .list_audit(ListAuditRequest { limit })

@@ -1,6 +1,7 @@
 //! `gatehousectl`: the command line for the gatehouse admin API. Wiring only; each command
 //! group lives in its own module.
 
+mod acme;
 mod commands;
 mod output;
 mod sites;
@@ -75,6 +76,9 @@ enum Command {
     /// Cloudflare accounts and zones.
     #[command(subcommand)]
     Cloudflare(sites::CloudflareCommand),
+    /// ACME accounts (Let's Encrypt, Google, ZeroSSL, any directory).
+    #[command(subcommand)]
+    Acme(acme::AcmeCommand),
 }
 
 fn main() -> ExitCode {

@@ -11,7 +11,7 @@ use crate::commands::{Client, confirm, explain};
 use crate::output::{self, time};
 
 /// How a site gets its certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsMode {
     /// A certificate from the controller's internal CA; its key is generated on the host.
     Internal,
@@ -21,6 +21,29 @@ pub enum TlsMode {
     CaddyManaged,
     /// Caddy's own local CA.
     CaddyInternal,
+    /// A certificate the controller gets by ACME (DNS-01 through Cloudflare) with this
+    /// account; its key is generated on the host.
+    Acme(ResourceName),
+}
+
+/// Parses `--tls`.
+fn parse_tls(text: &str) -> Result<TlsMode, String> {
+    Ok(match text {
+        "internal" => TlsMode::Internal,
+        "files" => TlsMode::Files,
+        "caddy-managed" => TlsMode::CaddyManaged,
+        "caddy-internal" => TlsMode::CaddyInternal,
+        other => match other.strip_prefix("acme:") {
+            Some(account) => {
+                TlsMode::Acme(account.parse().map_err(|e| format!("acme:ACCOUNT: {e}"))?)
+            }
+            None => {
+                return Err(format!(
+                    "{other:?}: use internal, files, caddy-managed, caddy-internal or acme:ACCOUNT"
+                ));
+            }
+        },
+    })
 }
 
 /// Key types for certificates whose keys are made on the host.
@@ -71,7 +94,8 @@ pub enum SiteCommand {
         #[arg(long = "upstream", required = true)]
         upstreams: Vec<String>,
         /// How the site gets its certificate.
-        #[arg(long, value_enum, default_value_t = TlsMode::Internal)]
+        /// internal, files, caddy-managed, caddy-internal or acme:ACCOUNT.
+        #[arg(long, default_value = "internal", value_parser = parse_tls)]
         tls: TlsMode,
         /// The certificate to use with --tls files (default: the site's name).
         #[arg(long)]
@@ -126,6 +150,16 @@ pub enum CertCommand {
         agent: String,
         name: String,
     },
+    /// ACME orders (one per host and certificate revision) and where each stands.
+    List {
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// One ACME order: its state, last error, next attempt and DNS-01 records.
+    Show { id: String },
+    /// Start a failed or waiting ACME order's next attempt now (resets its backoff).
+    Retry { id: String },
 }
 
 /// Builds the request, checking every name before anything is sent.
@@ -178,7 +212,7 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         bail!("--acme-ca and --acme-ca-root go with --tls caddy-managed");
     }
     let mode = match tls {
-        TlsMode::Internal => site_tls::Mode::Certificate(name.to_string()),
+        TlsMode::Internal | TlsMode::Acme(_) => site_tls::Mode::Certificate(name.to_string()),
         TlsMode::Files => {
             site_tls::Mode::Certificate(certificate.clone().unwrap_or_else(|| name.to_string()))
         }
@@ -209,6 +243,10 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         agent_id: agent.clone(),
         site: Some(site),
         internal_certificate: *tls == TlsMode::Internal,
+        certificate_issuer: match tls {
+            TlsMode::Acme(account) => format!("acme:{account}"),
+            _ => String::new(),
+        },
         cloudflare: None,
         key_type: match key_type {
             Key::P256 => KeyType::P256,
@@ -285,6 +323,7 @@ fn cloudflare_request(
             address: address.unwrap_or_default(),
             address_v6: address_v6.unwrap_or_default(),
         }),
+        certificate_issuer: String::new(),
     })
 }
 
@@ -398,6 +437,148 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
             }
             Ok(())
         }
+        CertCommand::List { agent } => {
+            let orders = client
+                .list_certificate_orders(ListCertificateOrdersRequest {
+                    agent_id: agent.unwrap_or_default(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .orders;
+            let now = now();
+            output::list(
+                out,
+                &orders,
+                &[
+                    "ID",
+                    "AGENT",
+                    "CERTIFICATE",
+                    "DOMAINS",
+                    "STATE",
+                    "EXPIRES",
+                    "NOTE",
+                ],
+                order_json,
+                |o| {
+                    vec![
+                        o.id.clone(),
+                        o.agent_id.clone(),
+                        format!("{} r{}", o.certificate, o.revision),
+                        o.domains.join(","),
+                        o.state.clone(),
+                        if o.not_after > 0 {
+                            output::time(o.not_after)
+                        } else {
+                            "-".into()
+                        },
+                        order_note(o, now),
+                    ]
+                },
+            );
+            Ok(())
+        }
+        CertCommand::Show { id } => {
+            let o = client
+                .get_certificate_order(GetCertificateOrderRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            show_order(&o, out);
+            Ok(())
+        }
+        CertCommand::Retry { id } => {
+            let o = client
+                .retry_certificate_order(GetCertificateOrderRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if out == Output::Json {
+                output::json(&order_json(&o));
+            } else {
+                println!("order {}: the next attempt starts now", o.id);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether an issued certificate is in the last third of its life (it should have renewed).
+fn renewal_overdue(o: &CertificateOrder, now: i64) -> bool {
+    o.state == "issued"
+        && o.not_after > o.not_before
+        && now >= o.not_after - (o.not_after - o.not_before) / 3
+}
+
+fn order_note(o: &CertificateOrder, now: i64) -> String {
+    if renewal_overdue(o, now) {
+        return "RENEWAL OVERDUE: in its last third, not renewed".into();
+    }
+    if o.state == "failed" {
+        return format!(
+            "attempt {} failed, next {}: {}",
+            o.failures,
+            output::relative(o.next_attempt_at, now),
+            o.last_error
+        );
+    }
+    String::new()
+}
+
+fn order_json(o: &CertificateOrder) -> serde_json::Value {
+    json!({
+        "id": o.id, "agent_id": o.agent_id, "certificate": o.certificate, "revision": o.revision,
+        "account": o.account, "domains": o.domains, "state": o.state, "last_error": o.last_error,
+        "failures": o.failures, "next_attempt_at": o.next_attempt_at, "serial": o.serial,
+        "not_before": o.not_before, "not_after": o.not_after, "created_at": o.created_at,
+        "updated_at": o.updated_at, "txt_records": o.txt_records,
+        "renewal_overdue": renewal_overdue(o, now()),
+    })
+}
+
+fn show_order(o: &CertificateOrder, out: Output) {
+    if out == Output::Json {
+        output::json(&order_json(o));
+        return;
+    }
+    let now = now();
+    println!("order:        {}", o.id);
+    println!("agent:        {}", o.agent_id);
+    println!("certificate:  {} (revision {})", o.certificate, o.revision);
+    println!("account:      acme:{}", o.account);
+    println!("domains:      {}", o.domains.join(", "));
+    println!("state:        {}", o.state);
+    if o.state == "issued" {
+        println!("serial:       {}", o.serial);
+        println!(
+            "valid:        {} to {}",
+            output::time(o.not_before),
+            output::time(o.not_after)
+        );
+    }
+    if !o.last_error.is_empty() {
+        println!("last error:   {}", o.last_error);
+    }
+    if o.state != "issued" && o.failures > 0 {
+        println!(
+            "next attempt: {} (failure {} in a row)",
+            output::relative(o.next_attempt_at, now),
+            o.failures
+        );
+    }
+    let note = order_note(o, now);
+    if !note.is_empty() && o.state == "issued" {
+        println!("note:         {note}");
+    }
+    for record in &o.txt_records {
+        println!("dns-01 txt:   {record}");
     }
 }
 

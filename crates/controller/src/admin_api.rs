@@ -298,6 +298,16 @@ impl AdminApi {
         }
     }
 
+    async fn order(&self, id: &str) -> Result<CertificateOrder, Status> {
+        let row = self
+            .shared
+            .store
+            .acme_order(id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no certificate order {id:?}")))?;
+        Ok(crate::acme::order_view(&self.shared, &row).await?)
+    }
+
     async fn agent_by_id(&self, id: &str) -> Result<Agent, Status> {
         let row = self.shared.store.agent_get(id).await?.ok_or_else(|| {
             Status::not_found(format!("no agent {id:?}: see gatehousectl agents list"))
@@ -717,6 +727,27 @@ impl AdminService for AdminApi {
                             None
                         }
                     }
+                    None if !req.certificate_issuer.is_empty() => {
+                        let issuer = gatehouse_proto::spec::Issuer::parse(&req.certificate_issuer)
+                            .map_err(Status::invalid_argument)?;
+                        if let gatehouse_proto::spec::Issuer::Acme(account) = &issuer
+                            && self
+                                .shared
+                                .store
+                                .acme_account(account.as_str())
+                                .await?
+                                .is_none()
+                        {
+                            return Err(Status::failed_precondition(format!(
+                                "no ACME account {account}: create it with gatehousectl acme \
+                                 account create"
+                            )));
+                        }
+                        Some(sites::CertificateSource {
+                            issuer: issuer.to_string(),
+                            key_type,
+                        })
+                    }
                     None => req
                         .internal_certificate
                         .then(|| sites::CertificateSource::internal(key_type)),
@@ -905,6 +936,104 @@ impl AdminService for AdminApi {
                 .map(cloudflare_sites::account_view)
                 .collect(),
         }))
+    }
+
+    async fn create_acme_account(
+        &self,
+        request: Request<CreateAcmeAccountRequest>,
+    ) -> Result<Response<AcmeAccount>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("acme-account:{}", req.name);
+        let result = self
+            .mutate(
+                &request,
+                Role::Admin,
+                "acme.account.create",
+                &target,
+                async {
+                    let eab = (!req.eab_kid.is_empty() || !req.eab_hmac.is_empty()).then(|| {
+                        crate::acme::account::Eab {
+                            kid: req.eab_kid.clone(),
+                            hmac: req.eab_hmac.clone(),
+                        }
+                    });
+                    let row = crate::acme::account::create(
+                        &self.shared,
+                        crate::acme::account::NewAccountInput {
+                            name: req.name.clone(),
+                            ca: req.ca.clone(),
+                            email: req.email.clone(),
+                            agree_tos: req.agree_tos,
+                            eab,
+                            ca_roots: req.ca_roots_pem.clone(),
+                        },
+                    )
+                    .await?;
+                    Ok(crate::acme::account_view(&row))
+                },
+            )
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn list_acme_accounts(
+        &self,
+        request: Request<ListAcmeAccountsRequest>,
+    ) -> Result<Response<ListAcmeAccountsResponse>, Status> {
+        self.read(&request).await?;
+        let accounts = self.shared.store.acme_accounts().await?;
+        Ok(Response::new(ListAcmeAccountsResponse {
+            accounts: accounts.iter().map(crate::acme::account_view).collect(),
+        }))
+    }
+
+    async fn list_certificate_orders(
+        &self,
+        request: Request<ListCertificateOrdersRequest>,
+    ) -> Result<Response<ListCertificateOrdersResponse>, Status> {
+        self.read(&request).await?;
+        let agent = request.get_ref().agent_id.as_str();
+        let rows = self
+            .shared
+            .store
+            .acme_orders((!agent.is_empty()).then_some(agent))
+            .await?;
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in &rows {
+            orders.push(crate::acme::order_view(&self.shared, row).await?);
+        }
+        Ok(Response::new(ListCertificateOrdersResponse { orders }))
+    }
+
+    async fn get_certificate_order(
+        &self,
+        request: Request<GetCertificateOrderRequest>,
+    ) -> Result<Response<CertificateOrder>, Status> {
+        self.read(&request).await?;
+        let order = self.order(&request.get_ref().id).await?;
+        Ok(Response::new(order))
+    }
+
+    async fn retry_certificate_order(
+        &self,
+        request: Request<GetCertificateOrderRequest>,
+    ) -> Result<Response<CertificateOrder>, Status> {
+        let id = request.get_ref().id.clone();
+        let target = format!("certificate-order:{id}");
+        let result = self
+            .mutate(&request, Role::Operator, "cert.retry", &target, async {
+                let order = self.order(&id).await?;
+                if order.state == "issued" {
+                    return Err(Status::failed_precondition(format!(
+                        "order {id} is issued; to replace the certificate, use cert reissue"
+                    )));
+                }
+                self.shared.store.acme_order_retry_now(&id, now()).await?;
+                self.shared.acme_wake.notify_one();
+                self.order(&id).await
+            })
+            .await?;
+        Ok(Response::new(result))
     }
 
     async fn list_zones(

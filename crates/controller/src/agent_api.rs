@@ -262,11 +262,16 @@ impl Session {
         info!(version = %hello.version, generation = hello.applied_generation, "agent connected");
         let mut agent_generation = hello.applied_generation;
         let mut sent_generation = 0;
+        let session_start = now();
+        let mut delivered = std::collections::HashSet::new();
         let end = loop {
             if let Err(e) = self
                 .sync_state(agent_generation, &mut sent_generation)
                 .await
             {
+                break Err(e);
+            }
+            if let Err(e) = self.push_issued(session_start, &mut delivered).await {
                 break Err(e);
             }
             tokio::select! {
@@ -332,9 +337,43 @@ impl Session {
         Ok(())
     }
 
+    /// Pushes ACME certificates issued during this session (the host asked for them and is
+    /// waiting); what was issued while it was away it gets when it asks again.
+    async fn push_issued(
+        &self,
+        since: i64,
+        delivered: &mut std::collections::HashSet<String>,
+    ) -> Result<(), Status> {
+        let orders = self
+            .api
+            .shared
+            .store
+            .acme_orders(Some(self.id.as_str()))
+            .await?;
+        for order in orders {
+            if order.state != crate::store::OrderState::Issued
+                || order.updated_at < since
+                || !delivered.insert(order.id.clone())
+            {
+                continue;
+            }
+            self.send(Down::Certificate(IssuedCertificate {
+                name: order.certificate.clone(),
+                revision: order.revision,
+                chain_pem: order.chain_pem.clone(),
+            }))
+            .await;
+        }
+        Ok(())
+    }
+
     /// Signs a certificate request against the agent's newest desired state: the name,
-    /// revision and domains come from the controller's own spec, never from the CSR.
-    async fn issue_certificate(&self, request: &CertificateRequest) -> Result<String, String> {
+    /// revision and domains come from the controller's own spec, never from the CSR. `None`:
+    /// an ACME order is under way, and its certificate is pushed when issued.
+    async fn issue_certificate(
+        &self,
+        request: &CertificateRequest,
+    ) -> Result<Option<String>, String> {
         let shared = &self.api.shared;
         let latest = shared
             .store
@@ -361,7 +400,7 @@ impl Session {
         }
         let spec = Certificate::try_from(spec).map_err(|e| e.to_string())?;
         let domains: Vec<String> = spec.domains.iter().map(ToString::to_string).collect();
-        match spec.issuer {
+        match &spec.issuer {
             Issuer::Internal => {
                 let issued = shared
                     .site_ca
@@ -373,7 +412,7 @@ impl Session {
                     )
                     .map_err(|e| e.to_string())?;
                 info!(certificate = %request.name, serial = %issued.info.serial, "site certificate issued");
-                Ok(issued.pem)
+                Ok(Some(issued.pem))
             }
             Issuer::OriginCa(account) => {
                 let pem = crate::cloudflare_sites::issue_origin(
@@ -385,7 +424,22 @@ impl Session {
                 )
                 .await?;
                 info!(certificate = %request.name, %account, "Origin CA certificate issued");
-                Ok(pem)
+                Ok(Some(pem))
+            }
+            Issuer::Acme(account) => {
+                match crate::acme::request(
+                    shared,
+                    self.id.as_str(),
+                    &spec,
+                    account.as_str(),
+                    &request.csr_der,
+                )
+                .await?
+                {
+                    crate::acme::Answer::Issued(chain) => Ok(Some(chain)),
+                    crate::acme::Answer::Pending(_) => Ok(None),
+                    crate::acme::Answer::Failed(error) => Err(error),
+                }
             }
         }
     }
@@ -425,7 +479,8 @@ impl Session {
             Some(Up::Report(report)) => shared.fleet.report(agent, report, now()),
             Some(Up::CertificateRequest(request)) => {
                 let reply = match self.issue_certificate(&request).await {
-                    Ok(chain_pem) => Down::Certificate(IssuedCertificate {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(chain_pem)) => Down::Certificate(IssuedCertificate {
                         name: request.name.clone(),
                         revision: request.revision,
                         chain_pem,

@@ -44,6 +44,8 @@ struct RawConfig {
     report_interval: Option<String>,
     caddy_acme_ca: Option<String>,
     caddy_acme_ca_root: Option<String>,
+    acme_dns_servers: Option<Vec<String>>,
+    acme_propagation_timeout: Option<String>,
 }
 
 /// The controller's validated configuration.
@@ -67,6 +69,11 @@ pub struct Config {
     pub caddy_acme_ca: String,
     /// A PEM file on the hosts with that CA's root (for private CAs).
     pub caddy_acme_ca_root: String,
+    /// Where DNS-01 records are checked before the CA is asked to validate (IP:port); empty
+    /// means each zone's Cloudflare name servers.
+    pub acme_dns_servers: Vec<SocketAddr>,
+    /// How long a DNS-01 record may take to appear there.
+    pub acme_propagation_timeout: Duration,
 }
 
 impl Config {
@@ -85,6 +92,8 @@ impl Config {
             report_interval: Duration::from_secs(30),
             caddy_acme_ca: String::new(),
             caddy_acme_ca_root: String::new(),
+            acme_dns_servers: Vec::new(),
+            acme_propagation_timeout: Duration::from_secs(300),
             data_dir: data_dir.to_owned(),
         }
     }
@@ -206,6 +215,22 @@ impl Config {
         }
         if let Some(path) = raw.caddy_acme_ca_root {
             c.caddy_acme_ca_root = path;
+        }
+        if let Some(servers) = raw.acme_dns_servers {
+            c.acme_dns_servers = servers
+                .iter()
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        field(
+                            "acme_dns_servers",
+                            format!("{s:?} is not an IP:port like 192.0.2.53:53"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(d) = raw.acme_propagation_timeout {
+            c.acme_propagation_timeout = duration("acme_propagation_timeout", d)?;
         }
         if let Some(d) = raw.report_interval {
             c.report_interval = duration("report_interval", d)?;

@@ -1,6 +1,7 @@
 //! The gatehouse controller: owns the fleet's desired state, the identity CA, the store and the
 //! admin API. Agents connect to it; it never runs anything on their hosts.
 
+pub mod acme;
 pub mod admin_api;
 pub mod agent_api;
 pub mod ca;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub master_key: secrets::MasterKey,
     /// Serialises read-modify-write changes of desired states in this controller.
     pub state_changes: tokio::sync::Mutex<()>,
+    /// Wakes the ACME worker (a new order, a retry).
+    pub acme_wake: tokio::sync::Notify,
 }
 
 /// The current Unix time in seconds.

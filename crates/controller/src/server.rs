@@ -140,6 +140,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config,
         master_key: key,
         state_changes: tokio::sync::Mutex::new(()),
+        acme_wake: tokio::sync::Notify::new(),
     });
 
     let mut tasks = JoinSet::new();
@@ -170,6 +171,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             error!("admin port failed: {e}");
         }
     });
+    let timings = crate::acme::order::Timings {
+        propagation: shared.config.acme_propagation_timeout,
+        ..Default::default()
+    };
+    tasks.spawn(crate::acme::worker::run(
+        shared.clone(),
+        timings,
+        shutdown.clone(),
+    ));
     let s = shutdown.clone();
     tasks.spawn(async move {
         let served = Server::builder()

@@ -57,6 +57,28 @@ pub enum Issuer {
     Internal,
     /// Cloudflare's Origin CA, through the named account.
     OriginCa(ResourceName),
+    /// An ACME CA, through the named ACME account (DNS-01 via Cloudflare).
+    Acme(ResourceName),
+}
+
+impl Issuer {
+    /// Parses `internal`, `origin-ca:ACCOUNT` or `acme:ACCOUNT`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let account = |name: &str| {
+            name.parse::<ResourceName>()
+                .map_err(|e| format!("issuer {text:?}: {e}"))
+        };
+        match text {
+            "internal" | "" => Ok(Issuer::Internal),
+            other => match other.split_once(':') {
+                Some(("origin-ca", name)) => Ok(Issuer::OriginCa(account(name)?)),
+                Some(("acme", name)) => Ok(Issuer::Acme(account(name)?)),
+                _ => Err(format!(
+                    "issuer {other:?} is not supported (internal, origin-ca:ACCOUNT, acme:ACCOUNT)"
+                )),
+            },
+        }
+    }
 }
 
 impl fmt::Display for Issuer {
@@ -64,6 +86,7 @@ impl fmt::Display for Issuer {
         match self {
             Issuer::Internal => f.write_str("internal"),
             Issuer::OriginCa(account) => write!(f, "origin-ca:{account}"),
+            Issuer::Acme(account) => write!(f, "acme:{account}"),
         }
     }
 }
@@ -199,22 +222,7 @@ impl TryFrom<&v1::CertificateSpec> for Certificate {
         let domains = domains(&item, &spec.domains)?;
         let key_type = v1::KeyType::try_from(spec.key_type)
             .map_err(|_| SpecError::new(&item, "key_type: unknown key type"))?;
-        let issuer = match spec.issuer.as_str() {
-            "internal" | "" => Issuer::Internal,
-            other => match other.strip_prefix("origin-ca:") {
-                Some(account) => Issuer::OriginCa(
-                    account
-                        .parse()
-                        .map_err(|e: NameError| SpecError::new(&item, format!("issuer: {e}")))?,
-                ),
-                None => {
-                    return Err(SpecError::new(
-                        &item,
-                        format!("issuer: {other:?} is not supported (internal, origin-ca:ACCOUNT)"),
-                    ));
-                }
-            },
-        };
+        let issuer = Issuer::parse(&spec.issuer).map_err(|e| SpecError::new(&item, e))?;
         Ok(Certificate {
             name,
             domains,

@@ -21,6 +21,8 @@ pub struct PebbleOptions {
     pub validity: Option<u64>,
     /// Leave Pebble's random nonce rejection on, as real CAs reject nonces too.
     pub reject_nonces: bool,
+    /// External Account Binding keys (key id, base64url HMAC); when any, EAB is required.
+    pub eab: Vec<(String, String)>,
 }
 
 /// A running Pebble.
@@ -73,6 +75,15 @@ impl Pebble {
             "httpPort": options.http_port, "tlsPort": options.tls_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
+        if !options.eab.is_empty() {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = options
+                .eab
+                .iter()
+                .map(|(kid, hmac)| (kid.clone(), serde_json::Value::from(hmac.clone())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         if let Some(v) = options.validity {
             config["pebble"]["certificateValidityPeriod"] = v.into();
         }

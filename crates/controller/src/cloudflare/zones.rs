@@ -11,6 +11,9 @@ pub struct Zone {
     pub name: String,
     #[serde(default)]
     pub status: String,
+    /// Cloudflare's authoritative servers for the zone.
+    #[serde(default)]
+    pub name_servers: Vec<String>,
 }
 
 impl Client {

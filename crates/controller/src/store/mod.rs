@@ -4,6 +4,7 @@
 //! One file per table. Queries use `$N` placeholders, which both backends accept; columns are
 //! `TEXT` and `BIGINT` only.
 
+mod acme;
 mod agents;
 mod api_tokens;
 mod audit;
@@ -19,6 +20,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
+pub use acme::{AcmeAccountRow, AcmeOrderRow, AcmeTxtRow, OrderState};
 pub use agents::{AgentRow, DesiredStateRow};
 pub use api_tokens::ApiTokenRow;
 pub use audit::AuditRow;
@@ -75,6 +77,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cloudflare",
         include_str!("../../migrations/0003_cloudflare.sql"),
     ),
+    (4, "acme", include_str!("../../migrations/0004_acme.sql")),
 ];
 
 /// A handle to the database; cheap to clone.

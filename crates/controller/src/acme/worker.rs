@@ -1,0 +1,77 @@
+//! The background worker: drives due orders (several at a time, each at most once), pushes
+//! issued certificates to their hosts, and sweeps DNS-01 records that finished orders left.
+//!
+//! With several controllers on one PostgreSQL, only one should run it (a leader lock comes
+//! with the multi-controller work).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{dns01, order};
+use crate::store::OrderState;
+use crate::{Shared, now};
+
+/// Orders driven at the same time.
+const PARALLEL: usize = 8;
+/// The longest sleep between looks at the store.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Runs until `shutdown`; orders in flight then stop where they are and resume at the next
+/// start.
+pub async fn run(shared: Arc<Shared>, timings: order::Timings, shutdown: CancellationToken) {
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let slots = Arc::new(Semaphore::new(PARALLEL));
+    loop {
+        dns01::sweep(&shared).await;
+        match shared.store.acme_orders_due(now()).await {
+            Ok(due) => {
+                for pending in due {
+                    if !in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .insert(pending.id.clone())
+                    {
+                        continue;
+                    }
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let shared = shared.clone();
+                    let in_flight = in_flight.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        let id = pending.id.clone();
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            done = order::drive(&shared, &timings, pending) => {
+                                if done.state == OrderState::Issued {
+                                    shared.fleet.desired_changed(&done.agent_id);
+                                }
+                            }
+                        }
+                        in_flight.lock().expect("in-flight lock").remove(&id);
+                        drop(slot);
+                        shared.acme_wake.notify_one();
+                    });
+                }
+            }
+            Err(e) => warn!("cannot list ACME orders: {e}"),
+        }
+        let sleep = match shared.store.acme_next_due().await {
+            Ok(Some(due)) => {
+                Duration::from_secs((due - now()).clamp(1, IDLE.as_secs() as i64) as u64)
+            }
+            _ => IDLE,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.acme_wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
