@@ -2,6 +2,7 @@
 //! through the Cloudflare emulator (whose DNS server Pebble asks), and a real agent installs
 //! them into a real Caddy. The host's key never leaves the host.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use gatehouse_testkit::caddy::{CaddyServer, Upstream};
@@ -23,10 +24,13 @@ struct Setup {
     id: String,
 }
 
+#[derive(Default)]
 struct Options {
     eab: Vec<(String, String)>,
     /// Pebble asks this DNS server instead of the emulator's (a validation that must fail).
-    pebble_dns: Option<std::net::SocketAddr>,
+    pebble_dns: Option<SocketAddr>,
+    /// The controller checks propagation here instead of at the emulator.
+    check_dns: Option<SocketAddr>,
 }
 
 fn setup(options: Options) -> Setup {
@@ -41,7 +45,7 @@ fn setup(options: Options) -> Setup {
         dir,
         &format!(
             "acme_dns_servers = [\"{}\"]\nacme_propagation_timeout = \"30s\"\n",
-            emulator.dns_addr
+            options.check_dns.unwrap_or(emulator.dns_addr)
         ),
         None,
     );
@@ -133,6 +137,12 @@ impl Setup {
         run.json()
     }
 
+    fn order_where(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, Duration::from_secs(60), || {
+            self.orders().into_iter().find(|o| check(o))
+        })
+    }
+
     fn orders(&self) -> Vec<Value> {
         self.controller
             .ctl_json(&["cert", "list"])
@@ -199,10 +209,7 @@ fn get(root_pem: &str, name: &str, port: u16) -> Result<String, String> {
 
 #[test]
 fn single_name_and_wildcard_san_certificates_are_issued_and_served() {
-    let s = setup(Options {
-        eab: Vec::new(),
-        pebble_dns: None,
-    });
+    let s = setup(Options::default());
     let created = s.create_account(&[]);
     assert!(created.success, "{}", created.stderr);
     let listed = s.controller.ctl_json(&["acme", "account", "list"]);
@@ -238,6 +245,179 @@ fn single_name_and_wildcard_san_certificates_are_issued_and_served() {
         assert_eq!(o["txt_records"], serde_json::json!([]));
         assert!(o["not_after"].as_i64().unwrap() > o["not_before"].as_i64().unwrap());
     }
+    assert_eq!(
+        s.txt_records(),
+        Vec::<String>::new(),
+        "DNS-01 records left behind"
+    );
+}
+
+#[test]
+fn eab_is_required_and_a_wrong_key_fails_clearly() {
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let s = setup(Options {
+        eab: vec![("kid-1".into(), hmac.into())],
+        ..Options::default()
+    });
+    let without = s.create_account(&[]);
+    assert!(!without.success);
+    assert!(
+        without.stderr.contains("requires External Account Binding"),
+        "{}",
+        without.stderr
+    );
+
+    let wrong_file = s.controller.dir.path().join("wrong-hmac");
+    std::fs::write(
+        &wrong_file,
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
+    )
+    .unwrap();
+    let wrong = s.create_account(&[
+        "--eab-kid",
+        "kid-1",
+        "--eab-hmac-file",
+        wrong_file.to_str().unwrap(),
+    ]);
+    assert!(!wrong.success);
+    assert!(
+        wrong
+            .stderr
+            .contains("refused the External Account Binding"),
+        "{}",
+        wrong.stderr
+    );
+    let not_base64 = s.controller.dir.path().join("bad-hmac");
+    std::fs::write(&not_base64, "not base64!").unwrap();
+    let bad = s.create_account(&[
+        "--eab-kid",
+        "kid-1",
+        "--eab-hmac-file",
+        not_base64.to_str().unwrap(),
+    ]);
+    assert!(!bad.success);
+    assert!(bad.stderr.contains("base64url"), "{}", bad.stderr);
+    assert_eq!(
+        s.controller.ctl_json(&["acme", "account", "list"]),
+        serde_json::json!([]),
+        "failed attempts store nothing"
+    );
+
+    let right_file = s.controller.dir.path().join("hmac");
+    std::fs::write(&right_file, format!("{hmac}\n")).unwrap();
+    let right = s.create_account(&[
+        "--eab-kid",
+        "kid-1",
+        "--eab-hmac-file",
+        right_file.to_str().unwrap(),
+    ]);
+    assert!(right.success, "{}", right.stderr);
+    assert!(
+        right.stdout.contains("bound to EAB key kid-1"),
+        "{}",
+        right.stdout
+    );
+    let db = std::fs::read(s.controller.data_dir.join("gatehouse.db")).unwrap();
+    assert!(
+        !db.windows(hmac.len()).any(|w| w == hmac.as_bytes()),
+        "the EAB HMAC is stored in the clear"
+    );
+
+    // The bound account issues.
+    let upstream = Upstream::start("bound");
+    s.site(&upstream, &["eab.example.com"]);
+    let root = s.issuing_root();
+    let body = wait_for(
+        "the certificate from the EAB account",
+        Duration::from_secs(120),
+        || get(&root, "eab.example.com", s.caddy.https_port).ok(),
+    );
+    assert_eq!(body, "bound");
+}
+
+#[test]
+fn a_validation_that_cannot_succeed_fails_with_the_reason_and_leaves_no_txt_record() {
+    // Pebble asks a DNS server that does not hold the zone: its lookups can never succeed.
+    let elsewhere = Emulator::start();
+    let s = setup(Options {
+        pebble_dns: Some(elsewhere.dns_addr),
+        ..Options::default()
+    });
+    assert!(s.create_account(&[]).success);
+    let upstream = Upstream::start("never");
+    s.site(&upstream, &["nope.example.com"]);
+    let failed = s.order_where("the order to fail", |o| o["state"] == "failed");
+    let error = failed["last_error"].as_str().unwrap();
+    assert!(error.contains("validation failed"), "{error}");
+    assert!(error.contains("nope.example.com"), "{error}");
+    assert_eq!(failed["failures"], 1);
+    assert!(failed["next_attempt_at"].as_i64().unwrap() > failed["updated_at"].as_i64().unwrap());
+    assert_eq!(failed["txt_records"], serde_json::json!([]));
+    assert_eq!(
+        s.txt_records(),
+        Vec::<String>::new(),
+        "DNS-01 records left behind"
+    );
+
+    // The reason reaches the host's status, and cert show explains the backoff.
+    let id = failed["id"].as_str().unwrap().to_owned();
+    let shown = s.controller.ctl(&["cert", "show", &id]);
+    assert!(shown.stdout.contains("last error:"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("next attempt:"), "{}", shown.stdout);
+
+    // A retry starts at once (a new TXT record is published and deleted) and fails again.
+    let (requests_before, _) = s.emulator.request_counts();
+    let retried = s.controller.ctl(&["cert", "retry", &id]);
+    assert!(retried.success, "{}", retried.stderr);
+    wait_for("the retry's DNS-01 record", Duration::from_secs(60), || {
+        // Zones, the record lookup, its creation and its deletion.
+        (s.emulator.request_counts().0 >= requests_before + 4).then_some(())
+    });
+    let again = s.order_where("the retried order to fail again", |o| {
+        o["state"] == "failed" && o["failures"] == 1
+    });
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(s.txt_records(), Vec::<String>::new());
+}
+
+#[test]
+fn a_controller_killed_mid_order_resumes_and_finishes_leaving_no_txt_records() {
+    // The controller checks propagation at a port where nothing answers, so the order waits in
+    // `presenting` with its TXT record published; then it is killed.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    drop(silent);
+    let mut s = setup(Options {
+        check_dns: Some(silent_addr),
+        ..Options::default()
+    });
+    assert!(s.create_account(&[]).success);
+    let upstream = Upstream::start("resumed");
+    s.site(&upstream, &["resume.example.com"]);
+    s.order_where("the order presenting its record", |o| {
+        o["state"] == "presenting" && o["txt_records"].as_array().is_some_and(|t| !t.is_empty())
+    });
+    assert_eq!(s.txt_records().len(), 1, "{:?}", s.txt_records());
+    s.controller.kill();
+
+    let config = std::fs::read_to_string(&s.controller.config).unwrap();
+    std::fs::write(
+        &s.controller.config,
+        config.replace(&silent_addr.to_string(), &s.emulator.dns_addr.to_string()),
+    )
+    .unwrap();
+    s.controller.start_again();
+    let root = s.issuing_root();
+    let body = wait_for(
+        "the resumed order's certificate served",
+        Duration::from_secs(120),
+        || get(&root, "resume.example.com", s.caddy.https_port).ok(),
+    );
+    assert_eq!(body, "resumed");
+    let orders = s.orders();
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!(orders[0]["state"], "issued");
+    assert_eq!(orders[0]["failures"], 0);
     assert_eq!(
         s.txt_records(),
         Vec::<String>::new(),

@@ -271,6 +271,20 @@ impl Host {
         out
     }
 
+    /// The requests still waiting for a certificate, with their keys' CSRs (asked again after a
+    /// reconnect: a certificate issued meanwhile is then sent at once).
+    pub fn outstanding(&self) -> Vec<CertificateRequest> {
+        let pending = self.pending.lock().expect("pending lock");
+        pending
+            .iter()
+            .map(|(name, p)| CertificateRequest {
+                name: name.clone(),
+                revision: p.revision,
+                csr_der: p.key.csr_der.clone(),
+            })
+            .collect()
+    }
+
     /// The CSR for `cert`, reusing the pending key while the same revision is outstanding.
     fn request(&self, cert: &spec::Certificate) -> Result<CertificateRequest, String> {
         let domains: Vec<String> = cert.domains.iter().map(ToString::to_string).collect();

@@ -430,6 +430,14 @@ impl Agent {
             send(&tx, Up::Report(report)).await?;
         }
         // Ask again for what is still outstanding.
+        {
+            let mut outbox = self.outbox.lock().expect("outbox lock");
+            for request in self.host.outstanding() {
+                if !outbox.iter().any(|r| r.name == request.name) {
+                    outbox.push(request);
+                }
+            }
+        }
         self.refresh(&tx, false).await?;
 
         let mut recheck = tokio::time::interval_at(Instant::now() + RECHECK, RECHECK);

@@ -127,6 +127,13 @@ impl Controller {
         }
     }
 
+    /// Kills it with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
     /// Starts it again with the same config, ports and data.
     pub fn restart(&mut self) {
         self.stop();

@@ -281,25 +281,26 @@ async fn present_and_validate(
             }
         }
     }
-    let status = acme
+    let polled = acme
         .poll_ready(
             &RetryPolicy::new()
                 .initial_delay(Duration::from_millis(500))
                 .timeout(timings.validation),
         )
-        .await?;
-    if status == OrderStatus::Invalid {
-        return Err(StepError::fatal(why_invalid(acme).await));
+        .await;
+    match polled {
+        Ok(OrderStatus::Invalid) | Err(instant_acme::Error::Api(_)) => {
+            Err(StepError::fatal(why_invalid(acme).await))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// The reasons the CA gives for an invalid order, from its authorizations' challenges.
 async fn why_invalid(acme: &mut Order) -> String {
     let mut reasons = Vec::new();
-    if let Some(problem) = &acme.state().error {
-        reasons.push(problem.to_string());
-    }
+    let order_error = acme.state().error.as_ref().map(describe_problem);
     let mut authorizations = acme.authorizations();
     while let Some(Ok(authz)) = authorizations.next().await {
         let name = authz.identifier().to_string();
@@ -308,6 +309,11 @@ async fn why_invalid(acme: &mut Order) -> String {
                 reasons.push(format!("{name}: {}", describe_problem(problem)));
             }
         }
+    }
+    if reasons.is_empty()
+        && let Some(e) = order_error
+    {
+        reasons.push(e);
     }
     if reasons.is_empty() {
         "the CA marked the order invalid without a reason".into()
