@@ -20,7 +20,7 @@ struct Setup {
     pebble: Pebble,
     controller: Controller,
     caddy: CaddyServer,
-    _agent: Agent,
+    agent: Agent,
     id: String,
 }
 
@@ -31,6 +31,8 @@ struct Options {
     pebble_dns: Option<SocketAddr>,
     /// The controller checks propagation here instead of at the emulator.
     check_dns: Option<SocketAddr>,
+    /// Pebble's certificate lifetime in seconds.
+    validity: Option<u64>,
 }
 
 fn setup(options: Options) -> Setup {
@@ -59,7 +61,7 @@ fn setup(options: Options) -> Setup {
             http_port: gatehouse_testkit::free_port(),
             tls_port: gatehouse_testkit::free_port(),
             dns: options.pebble_dns.unwrap_or(emulator.dns_addr),
-            validity: None,
+            validity: options.validity,
             reject_nonces: true,
             eab: options.eab,
         },
@@ -87,7 +89,7 @@ fn setup(options: Options) -> Setup {
         pebble,
         controller,
         caddy,
-        _agent: agent,
+        agent,
         id,
     }
 }
@@ -189,6 +191,32 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// The serial (lowercase hex) of the certificate Caddy serves for `name`, trusting only
+/// `root_pem`.
+fn served_serial(root_pem: &str, name: &str, port: u16) -> Result<String, String> {
+    let client = trusting(root_pem)
+        .tls_info(true)
+        .resolve(name, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    block_on(async {
+        let r = client
+            .get(format!("https://{name}:{port}/"))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let der = r
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate())
+            .ok_or("no peer certificate")?
+            .to_vec();
+        gatehouse_agent::pki::CertInfo::from_der(&der)
+            .map(|c| c.serial)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// What Caddy serves for `name` on this host, trusting only `root_pem`.
@@ -423,4 +451,92 @@ fn a_controller_killed_mid_order_resumes_and_finishes_leaving_no_txt_records() {
         Vec::<String>::new(),
         "DNS-01 records left behind"
     );
+}
+
+#[test]
+fn short_lived_certificates_renew_on_schedule_and_the_new_one_is_served() {
+    // 40-second certificates renew half-way through their life, with no manual step.
+    let s = setup(Options {
+        validity: Some(40),
+        ..Options::default()
+    });
+    assert!(s.create_account(&[]).success);
+    let upstream = Upstream::start("renewing");
+    s.site(&upstream, &["renew.example.com"]);
+    let root = s.issuing_root();
+    let first = s.order_where("the first certificate", |o| o["state"] == "issued");
+    let first_serial = first["serial"].as_str().unwrap().to_owned();
+    wait_for(
+        "the first certificate served",
+        Duration::from_secs(60),
+        || {
+            served_serial(&root, "renew.example.com", s.caddy.https_port)
+                .ok()
+                .filter(|serial| *serial == first_serial)
+        },
+    );
+
+    let renewed = s.order_where("the renewed certificate", |o| {
+        o["state"] == "issued" && o["revision"].as_u64() > first["revision"].as_u64()
+    });
+    let renewed_serial = renewed["serial"].as_str().unwrap().to_owned();
+    assert_ne!(renewed_serial, first_serial);
+    let lifetime = first["not_after"].as_i64().unwrap() - first["not_before"].as_i64().unwrap();
+    let started = renewed["created_at"].as_i64().unwrap();
+    let half_way = first["not_before"].as_i64().unwrap() + lifetime / 2;
+    assert!(
+        (half_way..half_way + 15).contains(&started),
+        "renewal started at {started}, half-way is {half_way}"
+    );
+    wait_for(
+        "the renewed certificate served",
+        Duration::from_secs(60),
+        || {
+            served_serial(&root, "renew.example.com", s.caddy.https_port)
+                .ok()
+                .filter(|serial| *serial == renewed_serial)
+        },
+    );
+    assert_eq!(s.txt_records(), Vec::<String>::new());
+}
+
+#[test]
+fn a_certificate_whose_renewal_cannot_happen_is_flagged_then_renews_when_the_host_is_back() {
+    let mut s = setup(Options {
+        validity: Some(30),
+        ..Options::default()
+    });
+    assert!(s.create_account(&[]).success);
+    let upstream = Upstream::start("flagged");
+    s.site(&upstream, &["late.example.com"]);
+    let first = s.order_where("the first certificate", |o| o["state"] == "issued");
+    assert_eq!(first["renewal"], "lifetime");
+    assert_eq!(first["renewal_overdue"], false);
+    let listed = s.controller.ctl(&["cert", "list"]);
+    assert!(listed.stdout.contains("renews "), "{}", listed.stdout);
+
+    // The host goes away: the renewal starts at half-way but cannot finish.
+    s.agent.kill();
+    let overdue = s.order_where("the certificate flagged in its last third", |o| {
+        o["id"] == first["id"] && o["renewal_overdue"] == true
+    });
+    assert_eq!(overdue["superseded"], true, "the renewal was started");
+    let listed = s.controller.ctl(&["cert", "list"]);
+    assert!(
+        listed.stdout.contains("RENEWAL OVERDUE"),
+        "{}",
+        listed.stdout
+    );
+
+    // Back again: it asks for the new revision, gets it, and the flag goes.
+    s.agent.run();
+    s.order_where("the renewed certificate", |o| {
+        o["state"] == "issued" && o["revision"].as_u64() > first["revision"].as_u64()
+    });
+    let old = s
+        .orders()
+        .into_iter()
+        .find(|o| o["id"] == first["id"])
+        .unwrap();
+    assert_eq!(old["renewal_overdue"], false);
 }

@@ -159,7 +159,10 @@ impl Host {
             let installed = current.get(cert.name.as_str()).filter(|c| fits(c, cert));
             if let Some(c) = installed {
                 usable.insert(cert.name.to_string(), c.clone());
-                if !renewal_due(c, now) {
+                // ACME certificates renew when the controller says (ARI, CA limits): it sends a
+                // new revision.
+                let controller_renews = matches!(cert.issuer, spec::Issuer::Acme(_));
+                if controller_renews || !renewal_due(c, now) {
                     out.results.push(ok(item));
                     continue;
                 }

@@ -510,16 +510,19 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Whether an issued certificate is in the last third of its life (it should have renewed).
-fn renewal_overdue(o: &CertificateOrder, now: i64) -> bool {
-    o.state == "issued"
-        && o.not_after > o.not_before
-        && now >= o.not_after - (o.not_after - o.not_before) / 3
-}
-
 fn order_note(o: &CertificateOrder, now: i64) -> String {
-    if renewal_overdue(o, now) {
+    if o.renewal_overdue {
         return "RENEWAL OVERDUE: in its last third, not renewed".into();
+    }
+    if o.state == "issued" && o.superseded {
+        return "renewed".into();
+    }
+    if o.state == "issued" && o.renew_at > 0 {
+        return format!(
+            "renews {} ({})",
+            output::relative(o.renew_at, now),
+            o.renewal
+        );
     }
     if o.state == "failed" {
         return format!(
@@ -539,7 +542,8 @@ fn order_json(o: &CertificateOrder) -> serde_json::Value {
         "failures": o.failures, "next_attempt_at": o.next_attempt_at, "serial": o.serial,
         "not_before": o.not_before, "not_after": o.not_after, "created_at": o.created_at,
         "updated_at": o.updated_at, "txt_records": o.txt_records,
-        "renewal_overdue": renewal_overdue(o, now()),
+        "renew_at": o.renew_at, "renewal": o.renewal, "superseded": o.superseded,
+        "renewal_overdue": o.renewal_overdue,
     })
 }
 

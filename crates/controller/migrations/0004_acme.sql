@@ -38,6 +38,13 @@ CREATE TABLE acme_orders (
     serial TEXT NOT NULL,
     not_before BIGINT NOT NULL,
     not_after BIGINT NOT NULL,
+    -- When an issued certificate is renewed (0: not decided yet), how that was decided
+    -- ("ari" or "lifetime"), and when the CA's renewal information is asked again.
+    renew_at BIGINT NOT NULL,
+    renewal TEXT NOT NULL,
+    recheck_at BIGINT NOT NULL,
+    -- 1 once a renewal replaced it.
+    superseded BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );

@@ -305,7 +305,9 @@ impl AdminApi {
             .acme_order(id)
             .await?
             .ok_or_else(|| Status::not_found(format!("no certificate order {id:?}")))?;
-        Ok(crate::acme::order_view(&self.shared, &row).await?)
+        let all = self.shared.store.acme_orders(Some(&row.agent_id)).await?;
+        let mut views = crate::acme::order_views(&self.shared, &[row], &all).await?;
+        Ok(views.remove(0))
     }
 
     async fn agent_by_id(&self, id: &str) -> Result<Agent, Status> {
@@ -330,25 +332,8 @@ impl AdminApi {
         agent_id: &str,
         change: impl FnOnce(DesiredState) -> Result<DesiredState, sites::Refused>,
     ) -> Result<DesiredState, Status> {
-        let _guard = self.shared.state_changes.lock().await;
         self.agent_by_id(agent_id).await?;
-        let store = &self.shared.store;
-        let current = store
-            .desired_latest(agent_id)
-            .await?
-            .map(|d| d.state)
-            .unwrap_or_default();
-        let next = change(current.clone()).map_err(|e| Status::invalid_argument(e.0))?;
-        let unchanged = DesiredState {
-            generation: current.generation,
-            ..next.clone()
-        } == current;
-        if unchanged {
-            return Ok(current);
-        }
-        let stored = store.desired_push(agent_id, next, now()).await?;
-        self.shared.fleet.desired_changed(agent_id);
-        Ok(stored)
+        crate::change_desired(&self.shared, agent_id, change).await
     }
 
     async fn last_apply(&self, agent_id: &str) -> Result<(u64, i64, Vec<ApplyResult>), Status> {
@@ -998,10 +983,7 @@ impl AdminService for AdminApi {
             .store
             .acme_orders((!agent.is_empty()).then_some(agent))
             .await?;
-        let mut orders = Vec::with_capacity(rows.len());
-        for row in &rows {
-            orders.push(crate::acme::order_view(&self.shared, row).await?);
-        }
+        let orders = crate::acme::order_views(&self.shared, &rows, &rows).await?;
         Ok(Response::new(ListCertificateOrdersResponse { orders }))
     }
 

@@ -44,3 +44,32 @@ pub fn now() -> i64 {
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     gatehouse_agent::enroll::error_chain(e)
 }
+
+/// Changes an agent's desired state: a new generation when `change` alters it, nothing when it
+/// does not. Serialised within this controller, then the agent's stream is told.
+pub async fn change_desired(
+    shared: &Shared,
+    agent_id: &str,
+    change: impl FnOnce(
+        gatehouse_proto::v1::DesiredState,
+    ) -> Result<gatehouse_proto::v1::DesiredState, sites::Refused>,
+) -> Result<gatehouse_proto::v1::DesiredState, tonic::Status> {
+    let _guard = shared.state_changes.lock().await;
+    let store = &shared.store;
+    let current = store
+        .desired_latest(agent_id)
+        .await?
+        .map(|d| d.state)
+        .unwrap_or_default();
+    let next = change(current.clone()).map_err(|e| tonic::Status::invalid_argument(e.0))?;
+    let unchanged = gatehouse_proto::v1::DesiredState {
+        generation: current.generation,
+        ..next.clone()
+    } == current;
+    if unchanged {
+        return Ok(current);
+    }
+    let stored = store.desired_push(agent_id, next, now()).await?;
+    shared.fleet.desired_changed(agent_id);
+    Ok(stored)
+}

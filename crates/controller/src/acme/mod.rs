@@ -6,6 +6,7 @@ pub mod account;
 pub mod dns01;
 pub mod http;
 pub mod order;
+pub mod renewal;
 pub mod worker;
 
 use gatehouse_proto::spec::Certificate;
@@ -124,6 +125,10 @@ pub async fn request(
         serial: String::new(),
         not_before: 0,
         not_after: 0,
+        renew_at: 0,
+        renewal: String::new(),
+        recheck_at: 0,
+        superseded: false,
         created_at: t,
         updated_at: t,
     };
@@ -147,10 +152,34 @@ pub fn account_view(row: &crate::store::AcmeAccountRow) -> gatehouse_proto::v1::
     }
 }
 
-/// The API view of an order, with the TXT records it has not cleaned up yet.
-pub async fn order_view(
+/// The API views of orders, each with the TXT records it has not cleaned up yet and whether
+/// its renewal is overdue (judged against `all`: the same hosts' orders).
+pub async fn order_views(
+    shared: &Shared,
+    rows: &[AcmeOrderRow],
+    all: &[AcmeOrderRow],
+) -> Result<Vec<gatehouse_proto::v1::CertificateOrder>, crate::store::StoreError> {
+    let t = now();
+    let mut views = Vec::with_capacity(rows.len());
+    for row in rows {
+        let newer_issued = all.iter().any(|o| {
+            o.agent_id == row.agent_id
+                && o.certificate == row.certificate
+                && o.state == OrderState::Issued
+                && o.not_before > row.not_before
+        });
+        let overdue = row.state == OrderState::Issued
+            && !newer_issued
+            && renewal::in_last_third(row.not_before, row.not_after, t);
+        views.push(order_view(shared, row, overdue).await?);
+    }
+    Ok(views)
+}
+
+async fn order_view(
     shared: &Shared,
     row: &AcmeOrderRow,
+    renewal_overdue: bool,
 ) -> Result<gatehouse_proto::v1::CertificateOrder, crate::store::StoreError> {
     let txt = shared.store.acme_txt_records(Some(&row.id)).await?;
     Ok(gatehouse_proto::v1::CertificateOrder {
@@ -173,5 +202,9 @@ pub async fn order_view(
             .into_iter()
             .map(|t| format!("{} {}", t.name, t.content))
             .collect(),
+        renew_at: row.renew_at,
+        renewal: row.renewal.clone(),
+        superseded: row.superseded,
+        renewal_overdue,
     })
 }

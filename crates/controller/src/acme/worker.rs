@@ -1,5 +1,6 @@
 //! The background worker: drives due orders (several at a time, each at most once), pushes
-//! issued certificates to their hosts, and sweeps DNS-01 records that finished orders left.
+//! issued certificates to their hosts, starts renewals when they are due, and sweeps DNS-01
+//! records that finished orders left.
 //!
 //! With several controllers on one PostgreSQL, only one should run it (a leader lock comes
 //! with the multi-controller work).
@@ -12,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{dns01, order};
+use super::{dns01, order, renewal};
 use crate::store::OrderState;
 use crate::{Shared, now};
 
@@ -62,11 +63,11 @@ pub async fn run(shared: Arc<Shared>, timings: order::Timings, shutdown: Cancell
             }
             Err(e) => warn!("cannot list ACME orders: {e}"),
         }
-        let sleep = match shared.store.acme_next_due().await {
-            Ok(Some(due)) => {
-                Duration::from_secs((due - now()).clamp(1, IDLE.as_secs() as i64) as u64)
-            }
-            _ => IDLE,
+        let renewal_due = renewal::run_due(&shared).await;
+        let order_due = shared.store.acme_next_due().await.ok().flatten();
+        let sleep = match [renewal_due, order_due].into_iter().flatten().min() {
+            Some(due) => Duration::from_secs((due - now()).clamp(1, IDLE.as_secs() as i64) as u64),
+            None => IDLE,
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,

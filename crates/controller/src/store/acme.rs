@@ -97,6 +97,14 @@ pub struct AcmeOrderRow {
     pub serial: String,
     pub not_before: i64,
     pub not_after: i64,
+    /// When an issued certificate is renewed (0: not decided yet).
+    pub renew_at: i64,
+    /// How `renew_at` was decided: "ari" or "lifetime".
+    pub renewal: String,
+    /// When the CA's renewal information is asked again (ARI's Retry-After).
+    pub recheck_at: i64,
+    /// A renewal replaced it.
+    pub superseded: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -115,7 +123,7 @@ pub struct AcmeTxtRow {
 
 const ORDER_COLUMNS: &str = "id, agent_id, certificate, revision, account, domains, csr, \
      csr_sha256, state, order_url, last_error, failures, next_attempt_at, chain_pem, serial, \
-     not_before, not_after, created_at, updated_at";
+     not_before, not_after, renew_at, renewal, recheck_at, superseded, created_at, updated_at";
 
 impl AcmeOrderRow {
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -152,6 +160,10 @@ impl AcmeOrderRow {
             serial: row.try_get("serial").op(op)?,
             not_before: row.try_get("not_before").op(op)?,
             not_after: row.try_get("not_after").op(op)?,
+            renew_at: row.try_get("renew_at").op(op)?,
+            renewal: row.try_get("renewal").op(op)?,
+            recheck_at: row.try_get("recheck_at").op(op)?,
+            superseded: row.try_get::<i64, _>("superseded").op(op)? != 0,
             created_at: row.try_get("created_at").op(op)?,
             updated_at: row.try_get("updated_at").op(op)?,
         })
@@ -223,7 +235,7 @@ impl Store {
         use base64::Engine;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO acme_orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
         )))
         .bind(&o.id)
         .bind(&o.agent_id)
@@ -242,6 +254,10 @@ impl Store {
         .bind(&o.serial)
         .bind(o.not_before)
         .bind(o.not_after)
+        .bind(o.renew_at)
+        .bind(&o.renewal)
+        .bind(o.recheck_at)
+        .bind(i64::from(o.superseded))
         .bind(o.created_at)
         .bind(o.updated_at)
         .execute(self.pool())
@@ -255,7 +271,8 @@ impl Store {
         sqlx::query(
             "UPDATE acme_orders SET state = $2, order_url = $3, last_error = $4, failures = $5, \
              next_attempt_at = $6, chain_pem = $7, serial = $8, not_before = $9, \
-             not_after = $10, updated_at = $11 WHERE id = $1",
+             not_after = $10, updated_at = $11, renew_at = $12, renewal = $13, recheck_at = $14, \
+             superseded = $15 WHERE id = $1",
         )
         .bind(&o.id)
         .bind(o.state.as_str())
@@ -268,6 +285,10 @@ impl Store {
         .bind(o.not_before)
         .bind(o.not_after)
         .bind(o.updated_at)
+        .bind(o.renew_at)
+        .bind(&o.renewal)
+        .bind(o.recheck_at)
+        .bind(i64::from(o.superseded))
         .execute(self.pool())
         .await
         .op("save an ACME order")?;
@@ -462,5 +483,19 @@ impl Store {
         .await
         .op("retry an ACME order")?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Issued certificates that no renewal replaced yet: the renewal scheduler's work.
+    pub async fn acme_current(&self) -> Result<Vec<AcmeOrderRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ORDER_COLUMNS} FROM acme_orders WHERE state = 'issued' AND superseded = 0 \
+             ORDER BY renew_at, id"
+        )))
+        .fetch_all(self.pool())
+        .await
+        .op("list current ACME certificates")?;
+        rows.iter().map(AcmeOrderRow::from_row).collect()
     }
 }
