@@ -540,3 +540,96 @@ fn a_certificate_whose_renewal_cannot_happen_is_flagged_then_renews_when_the_hos
         .unwrap();
     assert_eq!(old["renewal_overdue"], false);
 }
+
+#[test]
+fn a_certificate_bound_to_two_hosts_reaches_each_with_its_own_key_and_can_be_revoked() {
+    let s = setup(Options::default());
+    assert!(s.create_account(&[]).success);
+    let mut second = s
+        .controller
+        .agent_with("second", "[caddy]\nenabled = false\n");
+    let second_id = second.enroll(&s.controller);
+    second.run();
+    let requested = s.controller.ctl(&[
+        "cert",
+        "request",
+        "--name",
+        "shared",
+        "--domain",
+        "shared.example.com",
+        "--domain",
+        "*.shared.example.com",
+        "--account",
+        "pebble",
+        "--agent",
+        &s.id,
+        "--agent",
+        &second_id,
+    ]);
+    assert!(requested.success, "{}", requested.stderr);
+
+    // One order per host: each host's own CSR, so each gets its own certificate.
+    let issued_for = |id: &str| {
+        let id = id.to_owned();
+        s.order_where("the host's certificate", move |o| {
+            o["agent_id"] == id.as_str() && o["state"] == "issued"
+        })
+    };
+    let first = issued_for(&s.id);
+    let other = issued_for(&second_id);
+    assert_ne!(first["serial"], other["serial"]);
+    for (agent, order) in [(&s.id, &first), (&second_id, &other)] {
+        let installed = wait_for("the certificate installed", Duration::from_secs(30), || {
+            let status = s.controller.ctl_json(&["agents", "status", agent]);
+            status["certificates"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == "shared" && c["serial"] == order["serial"])
+                .cloned()
+        });
+        assert_eq!(
+            installed["domains"],
+            serde_json::json!(["shared.example.com", "*.shared.example.com"])
+        );
+    }
+
+    // Revoked at the CA; the host gets a new revision at once.
+    let id = first["id"].as_str().unwrap();
+    let revoked = s
+        .controller
+        .ctl(&["cert", "revoke", id, "--reason", "key-compromise"]);
+    assert!(revoked.success, "{}", revoked.stderr);
+    let again = s.controller.ctl(&["cert", "revoke", id]);
+    assert!(!again.success);
+    assert!(
+        again.stderr.contains("only an issued certificate"),
+        "{}",
+        again.stderr
+    );
+    let shown = s.controller.ctl_json(&["cert", "show", id]);
+    assert_eq!(shown["state"], "revoked");
+    let replacement = s.order_where("the replacement", |o| {
+        o["agent_id"] == s.id.as_str()
+            && o["state"] == "issued"
+            && o["revision"].as_u64() > first["revision"].as_u64()
+    });
+    assert_ne!(replacement["serial"], first["serial"]);
+    let bad = s.controller.ctl(&[
+        "cert",
+        "request",
+        "--name",
+        "x",
+        "--domain",
+        "x.example.com",
+        "--account",
+        "nobody",
+        "--agent",
+        &s.id,
+    ]);
+    assert!(!bad.success);
+    assert!(
+        bad.stderr.contains("no ACME account nobody"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -160,6 +160,30 @@ pub enum CertCommand {
     Show { id: String },
     /// Start a failed or waiting ACME order's next attempt now (resets its backoff).
     Retry { id: String },
+    /// A certificate (without a site) on each bound host; each host makes its own key.
+    Request {
+        /// The certificate's name on the hosts (files <name>-<hash>.crt/.key).
+        #[arg(long)]
+        name: String,
+        /// A name it covers (repeatable; *.example.com for a wildcard).
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// The ACME account (see gatehousectl acme account list).
+        #[arg(long)]
+        account: String,
+        /// A host it is bound to (repeatable).
+        #[arg(long = "agent", required = true)]
+        agents: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Key::P256)]
+        key_type: Key,
+    },
+    /// Revoke an issued ACME certificate at its CA; a host still using it gets a new one.
+    Revoke {
+        id: String,
+        /// unspecified, key-compromise, superseded, cessation-of-operation.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
 }
 
 /// Builds the request, checking every name before anything is sent.
@@ -485,6 +509,67 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
                 .map_err(explain)?
                 .into_inner();
             show_order(&o, out);
+            Ok(())
+        }
+        CertCommand::Request {
+            name,
+            domains,
+            account,
+            agents,
+            key_type,
+        } => {
+            name.parse::<ResourceName>()
+                .map_err(|e| anyhow!("--name: {e}"))?;
+            for d in &domains {
+                d.parse::<DomainName>()
+                    .map_err(|e| anyhow!("--domain {d}: {e}"))?;
+            }
+            let answer = client
+                .request_certificate(RequestCertificateRequest {
+                    name: name.clone(),
+                    domains,
+                    issuer: format!("acme:{account}"),
+                    key_type: match key_type {
+                        Key::P256 => KeyType::P256,
+                        Key::Rsa2048 => KeyType::Rsa2048,
+                    } as i32,
+                    agent_ids: agents,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if out == Output::Json {
+                output::json(&json!({
+                    "certificate": name,
+                    "agents": answer.agents.iter().map(|a| json!({
+                        "id": a.id, "desired_generation": a.desired_generation,
+                    })).collect::<Vec<_>>(),
+                }));
+            } else {
+                for a in &answer.agents {
+                    println!(
+                        "certificate {name} on agent {} (generation {}): the host makes a key, \
+                         then the order starts; follow it with gatehousectl cert list",
+                        a.id, a.desired_generation
+                    );
+                }
+            }
+            Ok(())
+        }
+        CertCommand::Revoke { id, reason } => {
+            let o = client
+                .revoke_certificate_order(RevokeCertificateOrderRequest { id, reason })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if out == Output::Json {
+                output::json(&order_json(&o));
+            } else {
+                println!(
+                    "certificate {} (serial {}) of order {} revoked; agent {} gets a new one",
+                    o.certificate, o.serial, o.id, o.agent_id
+                );
+            }
             Ok(())
         }
         CertCommand::Retry { id } => {

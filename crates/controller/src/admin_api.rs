@@ -996,6 +996,95 @@ impl AdminService for AdminApi {
         Ok(Response::new(order))
     }
 
+    async fn request_certificate(
+        &self,
+        request: Request<RequestCertificateRequest>,
+    ) -> Result<Response<RequestCertificateResponse>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("certificate:{}", req.name);
+        let result = self
+            .mutate(&request, Role::Operator, "cert.request", &target, async {
+                let bad = |m: String| Status::invalid_argument(m);
+                let name: gatehouse_proto::names::ResourceName = req
+                    .name
+                    .parse()
+                    .map_err(|e: gatehouse_proto::names::NameError| bad(format!("name: {e}")))?;
+                if req.agent_ids.is_empty() {
+                    return Err(bad(
+                        "agent_ids: bind the certificate to at least one host".into()
+                    ));
+                }
+                let issuer = gatehouse_proto::spec::Issuer::parse(&req.issuer).map_err(bad)?;
+                match &issuer {
+                    gatehouse_proto::spec::Issuer::Acme(account) => {
+                        if self
+                            .shared
+                            .store
+                            .acme_account(account.as_str())
+                            .await?
+                            .is_none()
+                        {
+                            return Err(Status::failed_precondition(format!(
+                                "no ACME account {account}: create it with gatehousectl acme \
+                                 account create"
+                            )));
+                        }
+                    }
+                    gatehouse_proto::spec::Issuer::Internal => {}
+                    gatehouse_proto::spec::Issuer::OriginCa(_) => {
+                        return Err(bad(
+                            "issuer: Origin CA certificates come with Cloudflare sites".into(),
+                        ));
+                    }
+                }
+                let key_type = KeyType::try_from(req.key_type)
+                    .map_err(|_| bad("key_type: unknown key type".into()))?;
+                let source = sites::CertificateSource {
+                    issuer: issuer.to_string(),
+                    key_type,
+                };
+                let mut ids = Vec::new();
+                for agent in &req.agent_ids {
+                    let id = agent_id_arg(agent)?;
+                    self.agent_by_id(&id).await?;
+                    ids.push(id);
+                }
+                let mut agents = Vec::new();
+                for id in &ids {
+                    self.change_state(id, |state| {
+                        sites::put_certificate(
+                            state,
+                            name.as_str(),
+                            req.domains.clone(),
+                            source.clone(),
+                        )
+                    })
+                    .await?;
+                    agents.push(self.agent_by_id(id).await?);
+                }
+                Ok(RequestCertificateResponse { agents })
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn revoke_certificate_order(
+        &self,
+        request: Request<RevokeCertificateOrderRequest>,
+    ) -> Result<Response<CertificateOrder>, Status> {
+        let req = request.get_ref().clone();
+        let target = format!("certificate-order:{}", req.id);
+        let result = self
+            .mutate(&request, Role::Operator, "cert.revoke", &target, async {
+                let reason = crate::acme::revocation_reason(&req.reason)
+                    .map_err(Status::invalid_argument)?;
+                crate::acme::revoke(&self.shared, &req.id, reason).await?;
+                self.order(&req.id).await
+            })
+            .await?;
+        Ok(Response::new(result))
+    }
+
     async fn retry_certificate_order(
         &self,
         request: Request<GetCertificateOrderRequest>,

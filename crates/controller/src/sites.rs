@@ -86,6 +86,40 @@ pub fn put_site(
     Ok(state)
 }
 
+/// Adds or updates a certificate that no site names (files for other software, or for sites
+/// made later with `--tls files`). New domains or a new key type make a new revision.
+pub fn put_certificate(
+    mut state: DesiredState,
+    name: &str,
+    domains: Vec<String>,
+    source: CertificateSource,
+) -> Result<DesiredState, Refused> {
+    match state.certificates.iter_mut().find(|c| c.name == name) {
+        Some(existing) => {
+            if existing.issuer != source.issuer {
+                return Err(Refused(format!(
+                    "certificate {name} exists with issuer {}; choose another name",
+                    existing.issuer
+                )));
+            }
+            if existing.domains != domains || existing.key_type != source.key_type as i32 {
+                existing.domains = domains;
+                existing.key_type = source.key_type as i32;
+                existing.revision += 1;
+            }
+        }
+        None => state.certificates.push(CertificateSpec {
+            name: name.to_owned(),
+            domains,
+            issuer: source.issuer,
+            key_type: source.key_type as i32,
+            ..Default::default()
+        }),
+    }
+    check(&state)?;
+    Ok(state)
+}
+
 /// Removes a site, and its certificate when no other site uses it.
 pub fn delete_site(mut state: DesiredState, name: &str) -> Result<DesiredState, Refused> {
     let Some(pos) = state.sites.iter().position(|s| s.name == name) else {

@@ -66,6 +66,10 @@ pub async fn request(
     {
         return Ok(match order.state {
             OrderState::Issued => Answer::Issued(order.chain_pem),
+            OrderState::Revoked => Answer::Failed(format!(
+                "the certificate of order {} was revoked; a new revision is on its way",
+                order.id
+            )),
             OrderState::Failed => Answer::Failed(format!(
                 "{} (attempt {} failed; the next starts in {} s, or now with gatehousectl cert \
                  retry {})",
@@ -93,7 +97,7 @@ pub async fn request(
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|o| o.certificate == name && o.state != OrderState::Issued)
+        .filter(|o| o.certificate == name && o.state.is_active())
         .collect();
     let (failures, next_attempt_at) = superseded
         .iter()
@@ -207,4 +211,79 @@ async fn order_view(
         superseded: row.superseded,
         renewal_overdue,
     })
+}
+
+/// Parses a revocation reason as `cert revoke --reason` takes it.
+pub fn revocation_reason(text: &str) -> Result<instant_acme::RevocationReason, String> {
+    use instant_acme::RevocationReason as R;
+    Ok(match text {
+        "" | "unspecified" => R::Unspecified,
+        "key-compromise" => R::KeyCompromise,
+        "superseded" => R::Superseded,
+        "cessation-of-operation" => R::CessationOfOperation,
+        "affiliation-changed" => R::AffiliationChanged,
+        other => {
+            return Err(format!(
+                "reason {other:?}: use unspecified, key-compromise, superseded, \
+                 cessation-of-operation or affiliation-changed"
+            ));
+        }
+    })
+}
+
+/// Revokes an issued order's certificate at its CA and marks it revoked. When the host still
+/// uses that revision, the certificate's next revision is requested, so the host gets a new
+/// key and certificate.
+pub async fn revoke(
+    shared: &Shared,
+    id: &str,
+    reason: instant_acme::RevocationReason,
+) -> Result<AcmeOrderRow, tonic::Status> {
+    use tonic::Status;
+    let mut order = shared
+        .store
+        .acme_order(id)
+        .await?
+        .ok_or_else(|| Status::not_found(format!("no certificate order {id:?}")))?;
+    if order.state != OrderState::Issued {
+        return Err(Status::failed_precondition(format!(
+            "order {id} is {}: only an issued certificate can be revoked",
+            order.state
+        )));
+    }
+    let account = account::load(shared, &order.account)
+        .await
+        .map_err(Status::failed_precondition)?;
+    let der = x509_parser::pem::parse_x509_pem(order.chain_pem.as_bytes())
+        .map_err(|e| Status::internal(format!("the stored certificate is not PEM: {e}")))?
+        .1
+        .contents;
+    let der = rustls_pki_types::CertificateDer::from(der);
+    account
+        .revoke(&instant_acme::RevocationRequest {
+            certificate: &der,
+            reason: Some(reason),
+        })
+        .await
+        .map_err(|e| Status::failed_precondition(format!("the CA refused: {}", describe(&e))))?;
+    order.state = OrderState::Revoked;
+    order.updated_at = now();
+    shared.store.acme_order_update(&order).await?;
+    info!(order = %order.id, certificate = %order.certificate, agent_id = %order.agent_id,
+        serial = %order.serial, "ACME certificate revoked");
+    if !order.superseded {
+        let (name, revision) = (order.certificate.clone(), order.revision);
+        crate::change_desired(shared, &order.agent_id, |mut state| {
+            if let Some(cert) = state
+                .certificates
+                .iter_mut()
+                .find(|c| c.name == name && c.revision == revision)
+            {
+                cert.revision += 1;
+            }
+            Ok(state)
+        })
+        .await?;
+    }
+    Ok(order)
 }

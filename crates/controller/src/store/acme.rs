@@ -33,6 +33,8 @@ pub enum OrderState {
     Issued,
     /// The last attempt failed; `next_attempt_at` says when the next one starts.
     Failed,
+    /// Issued, then revoked at the CA.
+    Revoked,
 }
 
 impl OrderState {
@@ -44,6 +46,7 @@ impl OrderState {
             OrderState::Finalizing => "finalizing",
             OrderState::Issued => "issued",
             OrderState::Failed => "failed",
+            OrderState::Revoked => "revoked",
         }
     }
 
@@ -55,6 +58,7 @@ impl OrderState {
             "finalizing" => OrderState::Finalizing,
             "issued" => OrderState::Issued,
             "failed" => OrderState::Failed,
+            "revoked" => OrderState::Revoked,
             other => {
                 return Err(StoreError::Corrupt {
                     what: "ACME order state",
@@ -66,7 +70,7 @@ impl OrderState {
 
     /// Whether the worker still has something to do.
     pub fn is_active(self) -> bool {
-        !matches!(self, OrderState::Issued)
+        !matches!(self, OrderState::Issued | OrderState::Revoked)
     }
 }
 
@@ -357,7 +361,7 @@ impl Store {
     /// Orders the worker should drive now: not issued, and due.
     pub async fn acme_orders_due(&self, now: i64) -> Result<Vec<AcmeOrderRow>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ORDER_COLUMNS} FROM acme_orders WHERE state <> 'issued' \
+            "SELECT {ORDER_COLUMNS} FROM acme_orders WHERE state NOT IN ('issued', 'revoked') \
              AND next_attempt_at <= $1 ORDER BY next_attempt_at, id"
         )))
         .bind(now)
@@ -370,7 +374,8 @@ impl Store {
     /// When the next unfinished order is due, if any.
     pub async fn acme_next_due(&self) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
-            "SELECT MIN(next_attempt_at) AS due FROM acme_orders WHERE state <> 'issued'",
+            "SELECT MIN(next_attempt_at) AS due FROM acme_orders \
+             WHERE state NOT IN ('issued', 'revoked')",
         )
         .fetch_one(self.pool())
         .await
@@ -475,7 +480,7 @@ impl Store {
     pub async fn acme_order_retry_now(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE acme_orders SET failures = 0, next_attempt_at = $2, updated_at = $2 \
-             WHERE id = $1 AND state <> 'issued'",
+             WHERE id = $1 AND state NOT IN ('issued', 'revoked')",
         )
         .bind(id)
         .bind(now)
