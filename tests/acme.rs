@@ -633,3 +633,68 @@ fn a_certificate_bound_to_two_hosts_reaches_each_with_its_own_key_and_can_be_rev
         bad.stderr
     );
 }
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn the_cas_renewal_window_is_followed_when_it_moves() {
+    use base64::Engine;
+    use gatehouse_testkit::ari::AriResponder;
+    let s = setup(Options::default());
+    let ari = AriResponder::start(&s.pebble.directory_url, &s.pebble.listener_ca_pem);
+    let t = unix_now();
+    // A window an hour away; ask again in 3 s (the controller waits at least 10).
+    ari.set_window(t + 3600, t + 7200, 3);
+    let created = s.controller.ctl(&[
+        "acme",
+        "account",
+        "create",
+        "--name",
+        "pebble",
+        "--ca",
+        &ari.directory_url,
+        "--agree-tos",
+        "--ca-roots",
+        s.pebble.listener_ca_file.to_str().unwrap(),
+    ]);
+    assert!(created.success, "{}", created.stderr);
+    let upstream = Upstream::start("ari");
+    s.site(&upstream, &["ari.example.com"]);
+    let first = s.order_where("the certificate, scheduled by ARI", |o| {
+        o["state"] == "issued" && o["renewal"] == "ari"
+    });
+    let renew_at = first["renew_at"].as_i64().unwrap();
+    assert!(
+        (t + 3600..=t + 7200).contains(&renew_at),
+        "renew_at {renew_at} is outside the CA's window"
+    );
+    // The query named this certificate: <AKI>.<serial>, base64url.
+    let asked = ari.asked();
+    let id = asked
+        .last()
+        .expect("the controller asked for renewal information");
+    let (_, serial) = id.split_once('.').expect("AKI.serial");
+    let serial = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(serial)
+        .unwrap();
+    assert_eq!(hex::encode(serial), first["serial"].as_str().unwrap());
+
+    // The CA moves the window to now (as after a mass revocation): the controller sees it at
+    // its next check and renews inside the new window.
+    let moved = unix_now();
+    ari.set_window(moved, moved + 20, 3600);
+    let renewed = s.order_where("the renewal in the moved window", |o| {
+        o["state"] == "issued" && o["revision"].as_u64() > first["revision"].as_u64()
+    });
+    let started = renewed["created_at"].as_i64().unwrap();
+    assert!(
+        (moved..=moved + 30).contains(&started),
+        "renewal started at {started}, the window moved at {moved}"
+    );
+    assert!(ari.asked().len() >= 2, "Retry-After was not followed");
+}

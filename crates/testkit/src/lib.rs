@@ -1,6 +1,7 @@
 //! Test-only harnesses. Each picks free ports, works in a fresh temporary directory and stops
 //! what it started when dropped, even when the test panics.
 
+pub mod ari;
 pub mod caddy;
 pub mod cloudflare;
 pub mod gatehouse;

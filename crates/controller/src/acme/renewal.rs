@@ -17,6 +17,8 @@ use crate::{Shared, now};
 const SHORT_LIFETIME: i64 = 10 * 86_400;
 /// How long before asking the CA's renewal information again when it gave no Retry-After.
 const ARI_RECHECK: i64 = 6 * 3600;
+/// Never ask more often than this, whatever Retry-After says.
+const ARI_MIN_RECHECK: i64 = 10;
 
 /// When a certificate renews without ARI.
 pub fn lifetime_renew_at(not_before: i64, not_after: i64) -> i64 {
@@ -84,7 +86,7 @@ async fn schedule(shared: &Shared, order: &mut AcmeOrderRow) {
             } else {
                 retry_after.as_secs() as i64
             };
-            order.recheck_at = t + wait.max(60);
+            order.recheck_at = t + wait.max(ARI_MIN_RECHECK);
         }
         Ok(None) => {
             order.renew_at = lifetime_renew_at(order.not_before, order.not_after);
