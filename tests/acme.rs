@@ -145,6 +145,12 @@ impl Setup {
         })
     }
 
+    /// The controller's /metrics.
+    fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.controller.http_port);
+        block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+    }
+
     fn orders(&self) -> Vec<Value> {
         self.controller
             .ctl_json(&["cert", "list"])
@@ -527,6 +533,12 @@ fn a_certificate_whose_renewal_cannot_happen_is_flagged_then_renews_when_the_hos
         "{}",
         listed.stdout
     );
+    let gauge = format!(
+        "gatehouse_certificate_renewal_overdue{{agent=\"{}\",certificate=\"late-example-com\"}}",
+        s.id
+    );
+    let metrics = s.metrics();
+    assert!(metrics.contains(&format!("{gauge} 1")), "{metrics}");
 
     // Back again: it asks for the new revision, gets it, and the flag goes.
     s.agent.run();
@@ -539,6 +551,8 @@ fn a_certificate_whose_renewal_cannot_happen_is_flagged_then_renews_when_the_hos
         .find(|o| o["id"] == first["id"])
         .unwrap();
     assert_eq!(old["renewal_overdue"], false);
+    let metrics = s.metrics();
+    assert!(metrics.contains(&format!("{gauge} 0")), "{metrics}");
 }
 
 #[test]

@@ -9,10 +9,11 @@ use gatehouse_testkit::{free_port, wait_for};
 
 #[test]
 fn dev_mode_runs_a_controller_and_an_agent_and_stops_cleanly_on_ctrl_c() {
-    let (agent_port, admin_port) = (free_port(), free_port());
+    let (agent_port, admin_port, http_port) = (free_port(), free_port(), free_port());
     let mut dev = Command::new(bin("gatehouse-controller"))
         .args(["dev", "--agent-listen", &format!("127.0.0.1:{agent_port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -63,6 +64,36 @@ fn dev_mode_runs_a_controller_and_an_agent_and_stops_cleanly_on_ctrl_c() {
         assert_eq!(agents.as_array().unwrap().len(), 1);
         assert_eq!(agents[0]["labels"]["dev"], "true");
     }
+
+    // The metrics URL in the banner answers, and counts the local agent.
+    let metrics_url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("metrics:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a metrics URL in the banner")
+        .to_owned();
+    assert_eq!(metrics_url, format!("http://127.0.0.1:{http_port}/metrics"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (health, metrics) = rt.block_on(async {
+        let health = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz"))
+            .await
+            .unwrap();
+        let metrics = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (health.status(), metrics)
+    });
+    assert_eq!(health, reqwest::StatusCode::OK);
+    assert!(
+        metrics.contains("gatehouse_agents{status=\"online\"} 1"),
+        "{metrics}"
+    );
 
     // Cloudflare is the emulator, and it says so; its zone answers through the admin API.
     assert!(text.contains("EMULATOR (not Cloudflare)"), "{text}");

@@ -260,8 +260,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         &config,
         format!(
             "data_dir = {:?}\nagent_listen = \"127.0.0.1:{agent_port}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
-             admin_socket = {:?}\nreport_interval = \"{}s\"\n",
+             http_listen = \"127.0.0.1:{}\"\nadmin_socket = {:?}\nreport_interval = \"{}s\"\n",
             dir.path().join("controller").display().to_string(),
+            free_port(),
             free_port(),
             socket.display().to_string(),
             o.report_interval.as_secs(),

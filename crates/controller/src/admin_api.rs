@@ -266,16 +266,8 @@ fn api_token_view(row: &ApiTokenRow) -> ApiToken {
 impl AdminApi {
     fn agent_view(&self, row: AgentRow, desired_generation: u64) -> Agent {
         let live = self.shared.fleet.view(&row.id);
-        let now = now();
-        let window = 3 * self.shared.config.report_interval.as_secs() as i64 + 5;
         let last_seen = live.last_seen.or(row.last_seen_at).unwrap_or(0);
-        let status = if row.revoked_at.is_some() {
-            "revoked"
-        } else if live.connected_since.is_some() && now - last_seen <= window {
-            "online"
-        } else {
-            "offline"
-        };
+        let status = self.shared.agent_status(&row);
         Agent {
             id: row.id,
             hostname: row.hostname,

@@ -35,6 +35,7 @@ struct RawConfig {
     database: Option<String>,
     agent_listen: Option<String>,
     admin_listen: Option<String>,
+    http_listen: Option<String>,
     admin_socket: Option<PathBuf>,
     server_names: Option<Vec<String>>,
     master_key_file: Option<PathBuf>,
@@ -56,6 +57,8 @@ pub struct Config {
     pub database: String,
     pub agent_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Plain HTTP: `/healthz` and `/metrics` (Prometheus).
+    pub http_listen: SocketAddr,
     pub admin_socket: PathBuf,
     /// Names (DNS or IP) in the controller's server certificate: what agents dial.
     pub server_names: Vec<String>,
@@ -83,6 +86,7 @@ impl Config {
             database: format!("sqlite://{}", data_dir.join("gatehouse.db").display()),
             agent_listen: "0.0.0.0:7443".parse().expect("valid"),
             admin_listen: "0.0.0.0:7444".parse().expect("valid"),
+            http_listen: "0.0.0.0:7480".parse().expect("valid"),
             admin_socket: PathBuf::from("/run/gatehouse-controller/admin.sock"),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             master_key_file: data_dir.join("master.key"),
@@ -165,6 +169,9 @@ impl Config {
         }
         if let Some(a) = raw.admin_listen {
             c.admin_listen = addr("admin_listen", a)?;
+        }
+        if let Some(a) = raw.http_listen {
+            c.http_listen = addr("http_listen", a)?;
         }
         if let Some(p) = raw.admin_socket {
             c.admin_socket = p;

@@ -21,6 +21,7 @@ pub struct DevOptions {
     pub data: Option<PathBuf>,
     pub agent_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub http_listen: SocketAddr,
 }
 
 /// Runs dev mode until `shutdown`.
@@ -41,6 +42,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     let mut config = Config::with_data_dir(&data.join("controller"));
     config.agent_listen = options.agent_listen;
     config.admin_listen = options.admin_listen;
+    config.http_listen = options.http_listen;
     config.admin_socket = data.join("admin.sock");
     config.report_interval = Duration::from_secs(10);
     let controller_stop = CancellationToken::new();
@@ -106,6 +108,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
          \x20 agent port:   https://{agent_addr}   CA pin {hash}\n\
          \x20 admin API:    https://{admin_addr}   (TLS, API token below)\n\
          \x20 admin socket: {socket}\n\
+         \x20 metrics:      http://{http_addr}/metrics   (and /healthz)\n\
          \x20 local agent:  {agent_id}, host files under {root}\n\n\
          Try, in another terminal:\n\n\
          \x20 gatehousectl --socket {socket} agents list\n\n\
@@ -124,6 +127,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         },
         agent_addr = running.agent_addr,
         admin_addr = running.admin_addr,
+        http_addr = running.http_addr,
         hash = running.ca_hash(),
         socket = running.admin_socket.display(),
         root = agent_root.display(),

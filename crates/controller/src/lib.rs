@@ -10,6 +10,7 @@ pub mod cloudflare_sites;
 pub mod config;
 pub mod dev;
 pub mod fleet;
+pub mod http;
 pub mod secrets;
 pub mod server;
 pub mod sites;
@@ -33,6 +34,23 @@ pub struct Shared {
     pub state_changes: tokio::sync::Mutex<()>,
     /// Wakes the ACME worker (a new order, a retry).
     pub acme_wake: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// An agent's status: revoked, online (connected and reporting), or offline (about three
+    /// reports missed).
+    pub fn agent_status(&self, row: &store::AgentRow) -> &'static str {
+        let live = self.fleet.view(&row.id);
+        let window = 3 * self.config.report_interval.as_secs() as i64 + 5;
+        let last_seen = live.last_seen.or(row.last_seen_at).unwrap_or(0);
+        if row.revoked_at.is_some() {
+            "revoked"
+        } else if live.connected_since.is_some() && now() - last_seen <= window {
+            "online"
+        } else {
+            "offline"
+        }
+    }
 }
 
 /// The current Unix time in seconds.

@@ -42,6 +42,9 @@ enum Command {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7444")]
         admin_listen: SocketAddr,
+        /// /healthz and /metrics address.
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        http_listen: SocketAddr,
     },
 }
 
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             data,
             agent_listen,
             admin_listen,
+            http_listen,
         } => runtime.block_on(async {
             tokio::spawn(on_signal(shutdown.clone()));
             dev::run(
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
                     data,
                     agent_listen,
                     admin_listen,
+                    http_listen,
                 },
                 shutdown,
             )

@@ -56,6 +56,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     pub agent_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// `/healthz` and `/metrics`.
+    pub http_addr: SocketAddr,
     pub admin_socket: PathBuf,
     /// Where the CA certificate was written, for gatehousectl's `--ca-file`.
     pub ca_file: PathBuf,
@@ -122,6 +124,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let agent_listener = listen("agent port", config.agent_listen).await?;
     let admin_listener = listen("admin port", config.admin_listen).await?;
+    let http_listener = listen("HTTP port", config.http_listen).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(path_err(&config.data_dir))?;
     let agent_addr = agent_listener
         .local_addr()
         .map_err(path_err(&config.data_dir))?;
@@ -171,6 +177,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             error!("admin port failed: {e}");
         }
     });
+    let s = shutdown.clone();
+    let http = crate::http::router(shared.clone());
+    tasks.spawn(async move {
+        let served = axum::serve(http_listener, http)
+            .with_graceful_shutdown(s.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!("HTTP port failed: {e}");
+        }
+    });
     let timings = crate::acme::order::Timings {
         propagation: shared.config.acme_propagation_timeout,
         ..Default::default()
@@ -193,6 +209,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     info!(
         agent = %agent_addr,
         admin = %admin_addr,
+        http = %http_addr,
         socket = %admin_socket.display(),
         ca_hash = %shared.ca.hash(),
         "controller started"
@@ -201,6 +218,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shared,
         agent_addr,
         admin_addr,
+        http_addr,
         admin_socket,
         ca_file,
         tasks,

@@ -52,6 +52,8 @@ pub struct Controller {
     pub socket: PathBuf,
     pub agent_port: u16,
     pub admin_port: u16,
+    /// `/healthz` and `/metrics`.
+    pub http_port: u16,
     proc: Option<Proc>,
     restarts: u32,
 }
@@ -71,10 +73,11 @@ impl Controller {
     pub fn start_with(dir: tempfile::TempDir, extra: &str, database: Option<&str>) -> Self {
         let data_dir = dir.path().join("controller");
         let socket = dir.path().join("admin.sock");
-        let (agent_port, admin_port) = (free_port(), free_port());
+        let (agent_port, admin_port, http_port) = (free_port(), free_port(), free_port());
         let mut text = format!(
             "data_dir = {data:?}\nagent_listen = \"127.0.0.1:{agent_port}\"\n\
              admin_listen = \"127.0.0.1:{admin_port}\"\nadmin_socket = {socket:?}\n\
+             http_listen = \"127.0.0.1:{http_port}\"\n\
              report_interval = \"1s\"\n",
             data = data_dir.display().to_string(),
             socket = socket.display().to_string(),
@@ -92,6 +95,7 @@ impl Controller {
             socket,
             agent_port,
             admin_port,
+            http_port,
             proc: None,
             restarts: 0,
         };

@@ -343,3 +343,38 @@ async fn issued(shared: &Shared, order: &mut AcmeOrderRow, chain: String) -> Res
     order.last_error.clear();
     save(shared, order, OrderState::Issued).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_attempts_back_off_one_ten_hundred_minutes_then_daily() {
+        let t = Timings::default();
+        let minutes = |n: u32| t.backoff_after(n).as_secs() / 60;
+        assert_eq!(
+            [1, 2, 3, 4, 5, 30].map(minutes),
+            [1, 10, 100, 1440, 1440, 1440]
+        );
+    }
+
+    #[test]
+    fn network_errors_and_server_trouble_are_transient_refusals_are_not() {
+        let problem = |kind: &str, status: u16| {
+            StepError::from(instant_acme::Error::Api(
+                serde_json::from_value::<instant_acme::Problem>(serde_json::json!({
+                    "type": format!("urn:ietf:params:acme:error:{kind}"),
+                    "detail": "x",
+                    "status": status,
+                }))
+                .unwrap(),
+            ))
+        };
+        assert!(problem("serverInternal", 500).transient);
+        assert!(problem("rateLimited", 429).transient);
+        assert!(problem("badNonce", 400).transient);
+        assert!(!problem("unauthorized", 403).transient);
+        assert!(!problem("rejectedIdentifier", 400).transient);
+        assert!(StepError::from(instant_acme::Error::Other("connection reset".into())).transient);
+    }
+}

@@ -1,0 +1,132 @@
+//! The controller's plain HTTP port (7480): `/healthz` for load balancers and systemd
+//! checks, `/metrics` for Prometheus.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::acme::renewal::in_last_third;
+use crate::store::OrderState;
+use crate::{Shared, now};
+
+/// The routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+/// 200 when the store answers, 503 (with the reason) when it does not.
+async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match shared.store.acme_next_due().await {
+        Ok(_) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match render(&shared).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+    }
+}
+
+/// A label value, escaped as the Prometheus text format wants.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The metrics, in Prometheus' text format.
+pub async fn render(shared: &Shared) -> Result<String, crate::store::StoreError> {
+    let mut out = String::new();
+    let agents = shared.store.agent_list().await?;
+    let mut by_status: BTreeMap<&str, u64> = [("online", 0), ("offline", 0), ("revoked", 0)].into();
+    for row in &agents {
+        *by_status.entry(shared.agent_status(row)).or_default() += 1;
+    }
+    out.push_str("# HELP gatehouse_agents Enrolled agents by status.\n");
+    out.push_str("# TYPE gatehouse_agents gauge\n");
+    for (status, n) in &by_status {
+        let _ = writeln!(out, "gatehouse_agents{{status=\"{status}\"}} {n}");
+    }
+
+    let orders = shared.store.acme_orders(None).await?;
+    let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+    for o in &orders {
+        *by_state.entry(o.state.as_str()).or_default() += 1;
+    }
+    out.push_str("# HELP gatehouse_acme_orders ACME orders by state.\n");
+    out.push_str("# TYPE gatehouse_acme_orders gauge\n");
+    for (state, n) in &by_state {
+        let _ = writeln!(out, "gatehouse_acme_orders{{state=\"{state}\"}} {n}");
+    }
+
+    // Each host's newest issued certificate per name.
+    let mut current: BTreeMap<(&str, &str), &crate::store::AcmeOrderRow> = BTreeMap::new();
+    for o in orders.iter().filter(|o| o.state == OrderState::Issued) {
+        let key = (o.agent_id.as_str(), o.certificate.as_str());
+        if current
+            .get(&key)
+            .is_none_or(|c| o.not_before > c.not_before)
+        {
+            current.insert(key, o);
+        }
+    }
+    let t = now();
+    out.push_str(
+        "# HELP gatehouse_certificate_expiry_timestamp_seconds When each host's ACME \
+         certificate expires.\n",
+    );
+    out.push_str("# TYPE gatehouse_certificate_expiry_timestamp_seconds gauge\n");
+    for ((agent, cert), o) in &current {
+        let _ = writeln!(
+            out,
+            "gatehouse_certificate_expiry_timestamp_seconds{{agent=\"{}\",certificate=\"{}\"}} {}",
+            label(agent),
+            label(cert),
+            o.not_after
+        );
+    }
+    out.push_str(
+        "# HELP gatehouse_certificate_renewal_overdue 1 when a certificate is in the last third \
+         of its life and has not renewed.\n",
+    );
+    out.push_str("# TYPE gatehouse_certificate_renewal_overdue gauge\n");
+    for ((agent, cert), o) in &current {
+        let overdue = in_last_third(o.not_before, o.not_after, t);
+        let _ = writeln!(
+            out,
+            "gatehouse_certificate_renewal_overdue{{agent=\"{}\",certificate=\"{}\"}} {}",
+            label(agent),
+            label(cert),
+            u8::from(overdue)
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label("x\ny"), "x\\ny");
+    }
+}
