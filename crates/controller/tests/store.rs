@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use gatehouse_controller::store::{
-    AgentRow, ApiTokenRow, AuditRow, JoinTokenRow, RedeemError, Store,
+    AcmeAccountRow, AcmeOrderRow, AcmeTxtRow, AgentRow, ApiTokenRow, AuditRow, JoinTokenRow,
+    OrderState, RedeemError, Store,
 };
 use gatehouse_proto::v1::DesiredState;
 use gatehouse_testkit::postgres::Postgres;
@@ -262,6 +263,149 @@ async fn check_everything(store: Store) {
         "first"
     );
     assert_eq!(store.kv_get("missing").await.unwrap(), None);
+
+    check_acme(&store).await;
+}
+
+fn order(id: &str, csr: &[u8], next_attempt_at: i64) -> AcmeOrderRow {
+    AcmeOrderRow {
+        id: id.into(),
+        agent_id: "a1".into(),
+        certificate: "www".into(),
+        revision: 3,
+        account: "le".into(),
+        domains: vec!["www.example.com".into(), "*.example.com".into()],
+        csr: csr.to_vec(),
+        csr_sha256: format!("sha-{id}"),
+        state: OrderState::Pending,
+        order_url: String::new(),
+        last_error: String::new(),
+        failures: 0,
+        next_attempt_at,
+        chain_pem: String::new(),
+        serial: String::new(),
+        not_before: 0,
+        not_after: 0,
+        renew_at: 0,
+        renewal: String::new(),
+        recheck_at: 0,
+        superseded: false,
+        created_at: 100,
+        updated_at: 100,
+    }
+}
+
+async fn check_acme(store: &Store) {
+    let account = AcmeAccountRow {
+        name: "le".into(),
+        directory_url: "https://acme.example/dir".into(),
+        email: "ops@example.com".into(),
+        credentials_sealed: "sealed".into(),
+        eab_kid: "kid".into(),
+        eab_hmac_sealed: "sealed-hmac".into(),
+        ca_roots: String::new(),
+        created_at: 1,
+    };
+    store.acme_account_insert(&account).await.unwrap();
+    assert!(
+        store.acme_account_insert(&account).await.is_err(),
+        "names are unique"
+    );
+    assert_eq!(
+        store.acme_account("le").await.unwrap(),
+        Some(account.clone())
+    );
+    assert_eq!(store.acme_accounts().await.unwrap(), vec![account]);
+    assert_eq!(store.acme_account("nope").await.unwrap(), None);
+
+    // Orders: the CSR's bytes survive, due ones come out in order.
+    let csr = [0u8, 1, 2, 255, 254];
+    store
+        .acme_order_insert(&order("o1", &csr, 50))
+        .await
+        .unwrap();
+    store
+        .acme_order_insert(&order("o2", &csr, 500))
+        .await
+        .unwrap();
+    let o1 = store.acme_order("o1").await.unwrap().unwrap();
+    assert_eq!(o1, order("o1", &csr, 50));
+    assert_eq!(
+        store
+            .acme_order_for_csr("a1", "www", "sha-o2")
+            .await
+            .unwrap()
+            .map(|o| o.id),
+        Some("o2".into())
+    );
+    let due: Vec<String> = store
+        .acme_orders_due(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(due, ["o1"]);
+    assert_eq!(store.acme_next_due().await.unwrap(), Some(50));
+
+    // Progress is saved; issued orders are no longer due but are current.
+    let mut issued = o1.clone();
+    issued.state = OrderState::Issued;
+    issued.chain_pem = "PEM".into();
+    issued.serial = "0abc".into();
+    issued.not_before = 1000;
+    issued.not_after = 2000;
+    issued.renew_at = 1500;
+    issued.renewal = "lifetime".into();
+    issued.recheck_at = i64::MAX;
+    issued.updated_at = 200;
+    store.acme_order_update(&issued).await.unwrap();
+    assert_eq!(store.acme_order("o1").await.unwrap(), Some(issued.clone()));
+    assert_eq!(store.acme_orders_due(10_000).await.unwrap().len(), 1);
+    assert_eq!(store.acme_current().await.unwrap(), vec![issued.clone()]);
+    assert_eq!(store.acme_next_due().await.unwrap(), Some(500));
+    issued.superseded = true;
+    store.acme_order_update(&issued).await.unwrap();
+    assert!(store.acme_current().await.unwrap().is_empty());
+
+    // A retry makes a waiting order due now; issued ones cannot be retried.
+    let mut failed = store.acme_order("o2").await.unwrap().unwrap();
+    failed.state = OrderState::Failed;
+    failed.failures = 3;
+    failed.next_attempt_at = 99_999;
+    store.acme_order_update(&failed).await.unwrap();
+    assert!(store.acme_order_retry_now("o2", 300).await.unwrap());
+    let retried = store.acme_order("o2").await.unwrap().unwrap();
+    assert_eq!((retried.failures, retried.next_attempt_at), (0, 300));
+    assert!(!store.acme_order_retry_now("o1", 300).await.unwrap());
+    assert_eq!(store.acme_orders(Some("a1")).await.unwrap().len(), 2);
+    assert!(store.acme_orders(Some("other")).await.unwrap().is_empty());
+
+    // TXT records: recorded before creation, their id filled in after, forgotten once deleted.
+    let mut txt = AcmeTxtRow {
+        order_id: "o2".into(),
+        cloudflare_account: "main".into(),
+        zone_id: "z1".into(),
+        name: "_acme-challenge.example.com".into(),
+        content: "token-1".into(),
+        record_id: String::new(),
+        created_at: 5,
+    };
+    store.acme_txt_put(&txt).await.unwrap();
+    txt.record_id = "rec-1".into();
+    store.acme_txt_put(&txt).await.unwrap();
+    assert_eq!(
+        store.acme_txt_records(Some("o2")).await.unwrap(),
+        vec![txt.clone()]
+    );
+    assert_eq!(store.acme_txt_records(None).await.unwrap().len(), 1);
+    store
+        .acme_txt_delete("o2", &txt.name, &txt.content)
+        .await
+        .unwrap();
+    assert!(store.acme_txt_records(None).await.unwrap().is_empty());
+    store.acme_order_delete("o2").await.unwrap();
+    assert_eq!(store.acme_order("o2").await.unwrap(), None);
 }
 
 #[tokio::test]
