@@ -199,9 +199,9 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// The serial (lowercase hex) of the certificate Caddy serves for `name`, trusting only
-/// `root_pem`.
-fn served_serial(root_pem: &str, name: &str, port: u16) -> Result<String, String> {
+/// What Caddy on this host serves for `name` (trusting only `root_pem`): the body, and the
+/// serial (lowercase hex) of the certificate it served.
+fn fetch(root_pem: &str, name: &str, port: u16) -> Result<(String, String), String> {
     let client = trusting(root_pem)
         .tls_info(true)
         .resolve(name, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
@@ -219,26 +219,19 @@ fn served_serial(root_pem: &str, name: &str, port: u16) -> Result<String, String
             .and_then(|t| t.peer_certificate())
             .ok_or("no peer certificate")?
             .to_vec();
-        gatehouse_agent::pki::CertInfo::from_der(&der)
+        let serial = gatehouse_agent::pki::CertInfo::from_der(&der)
             .map(|c| c.serial)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok((r.text().await.map_err(|e| e.to_string())?, serial))
     })
 }
 
-/// What Caddy serves for `name` on this host, trusting only `root_pem`.
 fn get(root_pem: &str, name: &str, port: u16) -> Result<String, String> {
-    let client = trusting(root_pem)
-        .resolve(name, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-        .build()
-        .unwrap();
-    block_on(async {
-        let r = client
-            .get(format!("https://{name}:{port}/"))
-            .send()
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        r.text().await.map_err(|e| e.to_string())
-    })
+    fetch(root_pem, name, port).map(|(body, _)| body)
+}
+
+fn served_serial(root_pem: &str, name: &str, port: u16) -> Result<String, String> {
+    fetch(root_pem, name, port).map(|(_, serial)| serial)
 }
 
 #[test]

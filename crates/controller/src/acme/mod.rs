@@ -272,18 +272,7 @@ pub async fn revoke(
     info!(order = %order.id, certificate = %order.certificate, agent_id = %order.agent_id,
         serial = %order.serial, "ACME certificate revoked");
     if !order.superseded {
-        let (name, revision) = (order.certificate.clone(), order.revision);
-        crate::change_desired(shared, &order.agent_id, |mut state| {
-            if let Some(cert) = state
-                .certificates
-                .iter_mut()
-                .find(|c| c.name == name && c.revision == revision)
-            {
-                cert.revision += 1;
-            }
-            Ok(state)
-        })
-        .await?;
+        renewal::next_revision(shared, &order).await?;
     }
     Ok(order)
 }

@@ -108,11 +108,14 @@ async fn schedule(shared: &Shared, order: &mut AcmeOrderRow) {
     }
 }
 
-/// Starts the renewal: a new revision of the certificate in the host's desired state.
-async fn renew(shared: &Shared, order: &mut AcmeOrderRow) {
-    let revision = order.revision;
-    let name = order.certificate.clone();
-    let changed = crate::change_desired(shared, &order.agent_id, |mut state| {
+/// Asks the host for the order's certificate's next revision (a new key, a new order), unless
+/// it has moved on already.
+pub async fn next_revision(
+    shared: &Shared,
+    order: &AcmeOrderRow,
+) -> Result<gatehouse_proto::v1::DesiredState, tonic::Status> {
+    let (name, revision) = (order.certificate.as_str(), order.revision);
+    crate::change_desired(shared, &order.agent_id, |mut state| {
         if let Some(cert) = state
             .certificates
             .iter_mut()
@@ -122,8 +125,12 @@ async fn renew(shared: &Shared, order: &mut AcmeOrderRow) {
         }
         Ok(state)
     })
-    .await;
-    match changed {
+    .await
+}
+
+/// Starts the renewal: a new revision of the certificate in the host's desired state.
+async fn renew(shared: &Shared, order: &mut AcmeOrderRow) {
+    match next_revision(shared, order).await {
         Ok(state) => {
             info!(order = %order.id, certificate = %order.certificate, agent_id = %order.agent_id,
                 generation = state.generation, how = %order.renewal, "ACME certificate renewal started");
