@@ -705,3 +705,55 @@ fn the_cas_renewal_window_is_followed_when_it_moves() {
     );
     assert!(ari.asked().len() >= 2, "Retry-After was not followed");
 }
+
+#[test]
+fn a_host_named_in_a_cloudflare_zone_gets_its_certificate_by_the_controllers_acme() {
+    let s = setup(Options::default());
+    assert!(s.create_account(&[]).success);
+    let upstream = Upstream::start("named and certified");
+    let port = s.caddy.https_port.to_string();
+    let up = upstream.address();
+    let run = s.controller.ctl(&[
+        "site",
+        "create",
+        "--agent",
+        &s.id,
+        "--zone",
+        "example.com",
+        "--dns-only",
+        "--address",
+        "127.0.0.1",
+        "--upstream",
+        &up,
+        "--port",
+        &port,
+        "--tls",
+        "acme:pebble",
+        "--output",
+        "json",
+    ]);
+    assert!(run.success, "{}", run.stderr);
+    let created = run.json();
+    let fqdn = created["fqdn"].as_str().unwrap().to_owned();
+    let name = created["name"].as_str().unwrap();
+    assert!(
+        fqdn.starts_with("agent-") && fqdn.ends_with(".example.com"),
+        "{fqdn}"
+    );
+    assert_eq!(created["tls"], format!("files:{name}"));
+    let root = s.issuing_root();
+    let body = wait_for("the zone name served", Duration::from_secs(120), || {
+        get(&root, &fqdn, s.caddy.https_port).ok()
+    });
+    assert_eq!(body, "named and certified");
+    let records = s.emulator.records(&s.zone_id);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.name == fqdn && r.kind == "A" && r.content == "127.0.0.1"),
+        "{records:?}"
+    );
+    let order = s.order_where("the order", |o| o["state"] == "issued");
+    assert_eq!(order["domains"], serde_json::json!([fqdn]));
+    assert_eq!(s.txt_records(), Vec::<String>::new());
+}

@@ -301,10 +301,16 @@ fn cloudflare_request(
     else {
         unreachable!("only create has a zone")
     };
-    if *tls != TlsMode::Internal || certificate.is_some() {
-        bail!(
-            "--tls and --certificate do not go with --zone: --proxied (Origin CA) or --dns-only (Caddy's ACME) decide"
-        );
+    let acme = match tls {
+        TlsMode::Acme(account) => Some(account),
+        TlsMode::Internal => None,
+        _ => bail!(
+            "with --zone the certificate comes from the Origin CA (--proxied), Caddy's ACME \
+             (--dns-only), or the controller's ACME (--tls acme:ACCOUNT)"
+        ),
+    };
+    if certificate.is_some() {
+        bail!("--certificate does not go with --zone");
     }
     let zone_name: DomainName = zone.parse().map_err(|e| anyhow!("--zone: {e}"))?;
     if let Some(l) = &label {
@@ -347,7 +353,7 @@ fn cloudflare_request(
             address: address.unwrap_or_default(),
             address_v6: address_v6.unwrap_or_default(),
         }),
-        certificate_issuer: String::new(),
+        certificate_issuer: acme.map(|a| format!("acme:{a}")).unwrap_or_default(),
     })
 }
 

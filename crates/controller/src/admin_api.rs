@@ -290,6 +290,42 @@ impl AdminApi {
         }
     }
 
+    /// A certificate issuer named by a request (`internal`, `acme:ACCOUNT`), checked.
+    async fn certificate_source(
+        &self,
+        issuer: &str,
+        key_type: KeyType,
+    ) -> Result<sites::CertificateSource, Status> {
+        let issuer =
+            gatehouse_proto::spec::Issuer::parse(issuer).map_err(Status::invalid_argument)?;
+        match &issuer {
+            gatehouse_proto::spec::Issuer::Acme(account) => {
+                if self
+                    .shared
+                    .store
+                    .acme_account(account.as_str())
+                    .await?
+                    .is_none()
+                {
+                    return Err(Status::failed_precondition(format!(
+                        "no ACME account {account}: create it with gatehousectl acme account \
+                         create"
+                    )));
+                }
+            }
+            gatehouse_proto::spec::Issuer::Internal => {}
+            gatehouse_proto::spec::Issuer::OriginCa(_) => {
+                return Err(Status::invalid_argument(
+                    "issuer: Origin CA certificates come with proxied Cloudflare sites",
+                ));
+            }
+        }
+        Ok(sites::CertificateSource {
+            issuer: issuer.to_string(),
+            key_type,
+        })
+    }
+
     async fn order(&self, id: &str) -> Result<CertificateOrder, Status> {
         let row = self
             .shared
@@ -685,7 +721,16 @@ impl AdminService for AdminApi {
                         self.shared.store.agent_set_domain(&id, &row.fqdn).await?;
                         site.name = row.site.clone();
                         site.domains = vec![row.fqdn.clone()];
-                        if cf.proxied {
+                        if !req.certificate_issuer.is_empty() {
+                            // The controller's own issuer (ACME by DNS-01 in this zone).
+                            site.tls = Some(SiteTls {
+                                mode: Some(site_tls::Mode::Certificate(row.site.clone())),
+                            });
+                            Some(
+                                self.certificate_source(&req.certificate_issuer, key_type)
+                                    .await?,
+                            )
+                        } else if cf.proxied {
                             site.tls = Some(SiteTls {
                                 mode: Some(site_tls::Mode::Certificate(row.site.clone())),
                             });
@@ -704,27 +749,10 @@ impl AdminService for AdminApi {
                             None
                         }
                     }
-                    None if !req.certificate_issuer.is_empty() => {
-                        let issuer = gatehouse_proto::spec::Issuer::parse(&req.certificate_issuer)
-                            .map_err(Status::invalid_argument)?;
-                        if let gatehouse_proto::spec::Issuer::Acme(account) = &issuer
-                            && self
-                                .shared
-                                .store
-                                .acme_account(account.as_str())
-                                .await?
-                                .is_none()
-                        {
-                            return Err(Status::failed_precondition(format!(
-                                "no ACME account {account}: create it with gatehousectl acme \
-                                 account create"
-                            )));
-                        }
-                        Some(sites::CertificateSource {
-                            issuer: issuer.to_string(),
-                            key_type,
-                        })
-                    }
+                    None if !req.certificate_issuer.is_empty() => Some(
+                        self.certificate_source(&req.certificate_issuer, key_type)
+                            .await?,
+                    ),
                     None => req
                         .internal_certificate
                         .then(|| sites::CertificateSource::internal(key_type)),
@@ -1006,35 +1034,9 @@ impl AdminService for AdminApi {
                         "agent_ids: bind the certificate to at least one host".into()
                     ));
                 }
-                let issuer = gatehouse_proto::spec::Issuer::parse(&req.issuer).map_err(bad)?;
-                match &issuer {
-                    gatehouse_proto::spec::Issuer::Acme(account) => {
-                        if self
-                            .shared
-                            .store
-                            .acme_account(account.as_str())
-                            .await?
-                            .is_none()
-                        {
-                            return Err(Status::failed_precondition(format!(
-                                "no ACME account {account}: create it with gatehousectl acme \
-                                 account create"
-                            )));
-                        }
-                    }
-                    gatehouse_proto::spec::Issuer::Internal => {}
-                    gatehouse_proto::spec::Issuer::OriginCa(_) => {
-                        return Err(bad(
-                            "issuer: Origin CA certificates come with Cloudflare sites".into(),
-                        ));
-                    }
-                }
                 let key_type = KeyType::try_from(req.key_type)
                     .map_err(|_| bad("key_type: unknown key type".into()))?;
-                let source = sites::CertificateSource {
-                    issuer: issuer.to_string(),
-                    key_type,
-                };
+                let source = self.certificate_source(&req.issuer, key_type).await?;
                 let mut ids = Vec::new();
                 for agent in &req.agent_ids {
                     let id = agent_id_arg(agent)?;
