@@ -133,7 +133,13 @@ pub async fn drive(shared: &Shared, timings: &Timings, mut order: AcmeOrderRow) 
             other => break other,
         }
     };
+    // The records go before the outcome is saved: whoever sees "issued" or "failed" sees
+    // the zone clean (or the reason it is not).
     let cleanup = dns01::clean_up(shared, &order.id).await;
+    let result = match result {
+        Ok(chain) => issued(shared, &mut order, chain).await,
+        Err(e) => Err(e),
+    };
     match result {
         Ok(()) => {
             if let Err(e) = cleanup {
@@ -186,13 +192,14 @@ async fn deactivate(account: &Account, order: &AcmeOrderRow) {
     }
 }
 
-/// One pass: place or load the order, then act on its status at the CA until it is issued.
+/// One pass: place or load the order, then act on its status at the CA until the certificate
+/// chain is there.
 async fn attempt(
     shared: &Shared,
     timings: &Timings,
     account: &Account,
     order: &mut AcmeOrderRow,
-) -> Result<(), StepError> {
+) -> Result<String, StepError> {
     let mut acme = if order.order_url.is_empty() {
         let identifiers: Vec<Identifier> = order
             .domains
@@ -222,7 +229,7 @@ async fn attempt(
                 let chain = acme
                     .poll_certificate(&RetryPolicy::new().timeout(timings.validation))
                     .await?;
-                return issued(shared, order, chain).await;
+                return Ok(chain);
             }
             OrderStatus::Invalid => return Err(StepError::fatal(why_invalid(&mut acme).await)),
         }
