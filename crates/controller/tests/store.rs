@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use gatehouse_controller::store::{
     AcmeAccountRow, AcmeOrderRow, AcmeTxtRow, AgentRow, ApiTokenRow, AuditRow, JoinTokenRow,
-    OrderState, RedeemError, Store,
+    LeaderJob, OrderState, RedeemError, Store,
 };
 use gatehouse_proto::v1::DesiredState;
 use gatehouse_testkit::postgres::Postgres;
@@ -411,7 +411,10 @@ async fn check_acme(store: &Store) {
 #[tokio::test]
 async fn store_on_sqlite() {
     let (store, _dir) = sqlite().await;
-    check_everything(store).await;
+    check_everything(store.clone()).await;
+    // One controller per SQLite file: it always leads.
+    let mut leader = store.try_lead(LeaderJob::Acme).await.unwrap().unwrap();
+    assert!(leader.still().await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -419,6 +422,29 @@ async fn store_on_postgres() {
     let pg = Postgres::start();
     let store = Store::open(&pg.url).await.unwrap();
     check_everything(store.clone()).await;
+
+    // Two controllers on one database: one leads the ACME worker until its connection goes.
+    let other = Store::open(&pg.url).await.unwrap();
+    let mut leader = store
+        .try_lead(LeaderJob::Acme)
+        .await
+        .unwrap()
+        .expect("leads");
+    assert!(leader.still().await);
+    assert!(other.try_lead(LeaderJob::Acme).await.unwrap().is_none());
+    drop(leader);
+    let mut took_over = None;
+    for _ in 0..50 {
+        took_over = other.try_lead(LeaderJob::Acme).await.unwrap();
+        if took_over.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(took_over.is_some(), "the other controller never took over");
+    assert!(store.try_lead(LeaderJob::Acme).await.unwrap().is_none());
+    drop(took_over);
+    other.close().await;
     store.close().await;
     // Reopening runs no migration twice and finds the data.
     let again = Store::open(&pg.url).await.unwrap();

@@ -2,8 +2,8 @@
 //! issued certificates to their hosts, starts renewals when they are due, and sweeps DNS-01
 //! records that finished orders left.
 //!
-//! With several controllers on one PostgreSQL, only one should run it (a leader lock comes
-//! with the multi-controller work).
+//! With several controllers on one PostgreSQL, one leads (an advisory lock): the others only
+//! queue orders for it, and take over when its connection goes.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{dns01, order, renewal};
-use crate::store::OrderState;
+use crate::store::{Leader, LeaderJob, OrderState};
 use crate::{Shared, now};
 
 /// Orders driven at the same time.
@@ -22,12 +22,44 @@ const PARALLEL: usize = 8;
 /// The longest sleep between looks at the store.
 const IDLE: Duration = Duration::from_secs(60);
 
+/// How often a controller that does not lead checks whether it may.
+const FOLLOW: Duration = Duration::from_secs(15);
+
 /// Runs until `shutdown`; orders in flight then stop where they are and resume at the next
 /// start.
 pub async fn run(shared: Arc<Shared>, timings: order::Timings, shutdown: CancellationToken) {
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(PARALLEL));
+    let mut leader: Option<Leader> = None;
+    let mut following = false;
     loop {
+        let leads = match &mut leader {
+            Some(l) => l.still().await,
+            None => false,
+        };
+        if !leads {
+            leader = match shared.store.try_lead(LeaderJob::Acme).await {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!("cannot take the ACME leader lock: {e}");
+                    None
+                }
+            };
+            if leader.is_none() {
+                if !following {
+                    info!("another controller runs the ACME worker; this one queues orders");
+                    following = true;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(FOLLOW) => continue,
+                }
+            }
+            if following {
+                info!("this controller now runs the ACME worker");
+                following = false;
+            }
+        }
         dns01::sweep(&shared).await;
         match shared.store.acme_orders_due(now()).await {
             Ok(due) => {

@@ -11,6 +11,7 @@ mod audit;
 mod cloudflare;
 mod join_tokens;
 mod kv;
+mod leader;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -26,6 +27,7 @@ pub use api_tokens::ApiTokenRow;
 pub use audit::AuditRow;
 pub use cloudflare::{CloudflareAccountRow, CloudflareSiteRow};
 pub use join_tokens::{JoinTokenRow, RedeemError};
+pub use leader::{Leader, LeaderJob};
 
 /// A store failure. Messages name the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// PostgreSQL (several controllers may share it) rather than SQLite.
+    postgres: bool,
 }
 
 impl Store {
@@ -122,7 +126,10 @@ impl Store {
             .await
             .map_err(open_err)?;
         migrator().run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            postgres: !is_sqlite,
+        })
     }
 
     /// The pool, for the table modules.
