@@ -129,6 +129,28 @@ const ORDER_COLUMNS: &str = "id, agent_id, certificate, revision, account, domai
      csr_sha256, state, order_url, last_error, failures, next_attempt_at, chain_pem, serial, \
      not_before, not_after, renew_at, renewal, recheck_at, superseded, created_at, updated_at";
 
+/// Binds an order's progress columns, in the order both writes list them.
+fn bind_progress<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    o: &'q AcmeOrderRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(o.state.as_str())
+        .bind(&o.order_url)
+        .bind(&o.last_error)
+        .bind(i64::from(o.failures))
+        .bind(o.next_attempt_at)
+        .bind(&o.chain_pem)
+        .bind(&o.serial)
+        .bind(o.not_before)
+        .bind(o.not_after)
+        .bind(o.renew_at)
+        .bind(&o.renewal)
+        .bind(o.recheck_at)
+        .bind(i64::from(o.superseded))
+        .bind(o.updated_at)
+}
+
 impl AcmeOrderRow {
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
         use base64::Engine;
@@ -237,10 +259,13 @@ impl Store {
     /// Adds an order.
     pub async fn acme_order_insert(&self, o: &AcmeOrderRow) -> Result<(), StoreError> {
         use base64::Engine;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO acme_orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
-        )))
+        let query = sqlx::query(
+            "INSERT INTO acme_orders (id, agent_id, certificate, revision, account, domains, \
+             csr, csr_sha256, created_at, state, order_url, last_error, failures, \
+             next_attempt_at, chain_pem, serial, not_before, not_after, renew_at, renewal, \
+             recheck_at, superseded, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+        )
         .bind(&o.id)
         .bind(&o.agent_id)
         .bind(&o.certificate)
@@ -249,53 +274,28 @@ impl Store {
         .bind(serde_json::to_string(&o.domains).expect("serialisable"))
         .bind(base64::engine::general_purpose::STANDARD.encode(&o.csr))
         .bind(&o.csr_sha256)
-        .bind(o.state.as_str())
-        .bind(&o.order_url)
-        .bind(&o.last_error)
-        .bind(i64::from(o.failures))
-        .bind(o.next_attempt_at)
-        .bind(&o.chain_pem)
-        .bind(&o.serial)
-        .bind(o.not_before)
-        .bind(o.not_after)
-        .bind(o.renew_at)
-        .bind(&o.renewal)
-        .bind(o.recheck_at)
-        .bind(i64::from(o.superseded))
-        .bind(o.created_at)
-        .bind(o.updated_at)
-        .execute(self.pool())
-        .await
-        .op("add an ACME order")?;
+        .bind(o.created_at);
+        bind_progress(query, o)
+            .execute(self.pool())
+            .await
+            .op("add an ACME order")?;
         Ok(())
     }
 
-    /// Saves an order's progress (everything but its identity and CSR).
+    /// Saves an order's progress (everything but its identity and CSR). An order deleted
+    /// meanwhile (replaced by a newer CSR) stays deleted.
     pub async fn acme_order_update(&self, o: &AcmeOrderRow) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE acme_orders SET state = $2, order_url = $3, last_error = $4, failures = $5, \
              next_attempt_at = $6, chain_pem = $7, serial = $8, not_before = $9, \
-             not_after = $10, updated_at = $11, renew_at = $12, renewal = $13, recheck_at = $14, \
-             superseded = $15 WHERE id = $1",
+             not_after = $10, renew_at = $11, renewal = $12, recheck_at = $13, \
+             superseded = $14, updated_at = $15 WHERE id = $1",
         )
-        .bind(&o.id)
-        .bind(o.state.as_str())
-        .bind(&o.order_url)
-        .bind(&o.last_error)
-        .bind(i64::from(o.failures))
-        .bind(o.next_attempt_at)
-        .bind(&o.chain_pem)
-        .bind(&o.serial)
-        .bind(o.not_before)
-        .bind(o.not_after)
-        .bind(o.updated_at)
-        .bind(o.renew_at)
-        .bind(&o.renewal)
-        .bind(o.recheck_at)
-        .bind(i64::from(o.superseded))
-        .execute(self.pool())
-        .await
-        .op("save an ACME order")?;
+        .bind(&o.id);
+        bind_progress(query, o)
+            .execute(self.pool())
+            .await
+            .op("save an ACME order")?;
         Ok(())
     }
 
