@@ -759,3 +759,55 @@ fn a_host_named_in_a_cloudflare_zone_gets_its_certificate_by_the_controllers_acm
     assert_eq!(order["domains"], serde_json::json!([fqdn]));
     assert_eq!(s.txt_records(), Vec::<String>::new());
 }
+
+#[test]
+fn an_agent_restarted_mid_order_keeps_its_key_and_the_order_goes_on() {
+    use std::os::unix::fs::PermissionsExt;
+    // The order waits in `presenting` (propagation is checked where nothing answers) while the
+    // host restarts.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    drop(silent);
+    let mut s = setup(Options {
+        check_dns: Some(silent_addr),
+        ..Options::default()
+    });
+    assert!(s.create_account(&[]).success);
+    let upstream = Upstream::start("same key");
+    s.site(&upstream, &["samekey.example.com"]);
+    let waiting = s.order_where("the order presenting", |o| o["state"] == "presenting");
+    let pending = s.agent.paths().state_dir.join("pending-keys.json");
+    let mode = std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "pending keys must be private");
+    s.agent.kill();
+    s.agent.run();
+    s.agent
+        .wait_status("reconnected", Duration::from_secs(30), |st| {
+            st["connected"] == true
+        });
+
+    // Let the order finish: the host installs it with the key it made before the restart.
+    s.controller.kill();
+    let config = std::fs::read_to_string(&s.controller.config).unwrap();
+    std::fs::write(
+        &s.controller.config,
+        config.replace(&silent_addr.to_string(), &s.emulator.dns_addr.to_string()),
+    )
+    .unwrap();
+    s.controller.start_again();
+    let root = s.issuing_root();
+    let body = wait_for("the certificate served", Duration::from_secs(120), || {
+        get(&root, "samekey.example.com", s.caddy.https_port).ok()
+    });
+    assert_eq!(body, "same key");
+    let orders = s.orders();
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!(
+        orders[0]["id"], waiting["id"],
+        "the restart started a new order"
+    );
+    assert!(
+        !pending.exists(),
+        "the pending key stays after its certificate came"
+    );
+}

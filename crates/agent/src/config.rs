@@ -123,6 +123,11 @@ impl Paths {
     pub fn certificates_index(&self) -> PathBuf {
         self.state_dir.join("certificates.json")
     }
+
+    /// Keys made on this host whose certificates are still awaited (0600).
+    pub fn pending_keys(&self) -> PathBuf {
+        self.state_dir.join("pending-keys.json")
+    }
 }
 
 /// Reads a config file; a missing file reads as empty (all defaults) unless `required`.

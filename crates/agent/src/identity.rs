@@ -106,6 +106,16 @@ impl PendingKey {
         })
     }
 
+    /// A key and CSR made earlier on this host (kept 0600 while their certificate is awaited).
+    pub fn restore(key_pem: &str, csr_der: Vec<u8>) -> Result<Self, IdentityError> {
+        let key = rcgen::KeyPair::from_pem(key_pem)?;
+        Ok(Self {
+            key_pem: key_pem.to_owned(),
+            csr_der,
+            public_key_der: rcgen::PublicKeyData::subject_public_key_info(&key),
+        })
+    }
+
     /// The private key, PEM (to be written 0600, never sent).
     pub fn key_pem(&self) -> &str {
         &self.key_pem

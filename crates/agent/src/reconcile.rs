@@ -3,7 +3,11 @@
 //! what is on disk and applies only the difference; running it twice changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Mutex;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
 
 use gatehouse_proto::spec::{self, SiteTls, ValidState};
 use gatehouse_proto::v1::{CertificateRequest, DesiredState, IssuedCertificate, ItemResult};
@@ -11,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::host::caddy::{self, Caddy, ServedCheck};
 use crate::host::certs::{CertStore, Installed};
+use crate::host::files;
 use crate::identity::PendingKey;
 
 /// What a pass did, and what it needs from the controller.
@@ -18,6 +23,17 @@ use crate::identity::PendingKey;
 pub struct Outcome {
     pub results: Vec<ItemResult>,
     pub requests: Vec<CertificateRequest>,
+}
+
+/// A pending key as kept on disk.
+#[derive(Serialize, Deserialize)]
+struct SavedPending {
+    revision: u64,
+    domains: Vec<String>,
+    key_type: i32,
+    key_pem: String,
+    /// Base64.
+    csr_der: String,
 }
 
 #[derive(Debug)]
@@ -34,6 +50,9 @@ pub struct Host {
     caddy: Option<Caddy>,
     certs: CertStore,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Where pending keys are kept (0600) so a restart asks for the same certificate again
+    /// instead of starting a new order with a new key.
+    pending_file: Option<PathBuf>,
     failures: Mutex<HashMap<String, String>>,
 }
 
@@ -74,7 +93,80 @@ impl Host {
             caddy,
             certs,
             pending: Mutex::default(),
+            pending_file: None,
             failures: Mutex::default(),
+        }
+    }
+
+    /// Keeps pending keys in `path` (0600), loading those a previous run left.
+    pub fn with_pending_file(mut self, path: PathBuf) -> Self {
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, SavedPending>>(&bytes) {
+                Ok(saved) => {
+                    let mut pending = self.pending.lock().expect("pending lock");
+                    for (name, s) in saved {
+                        let csr = base64::engine::general_purpose::STANDARD.decode(&s.csr_der);
+                        match csr.map_err(|e| e.to_string()).and_then(|csr| {
+                            PendingKey::restore(&s.key_pem, csr).map_err(|e| e.to_string())
+                        }) {
+                            Ok(key) => {
+                                pending.insert(
+                                    name,
+                                    Pending {
+                                        revision: s.revision,
+                                        domains: s.domains,
+                                        key_type: s.key_type,
+                                        key,
+                                    },
+                                );
+                            }
+                            Err(e) => {
+                                warn!(certificate = %name, "dropping a damaged pending key: {e}")
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(path = %path.display(), "ignoring damaged pending keys: {e}"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(path = %path.display(), "cannot read pending keys: {e}"),
+        }
+        self.pending_file = Some(path);
+        self
+    }
+
+    /// Writes the pending keys (or removes the file when there are none).
+    fn save_pending(&self, pending: &HashMap<String, Pending>) {
+        let Some(path) = &self.pending_file else {
+            return;
+        };
+        let result = if pending.is_empty() {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        } else {
+            let saved: BTreeMap<&String, SavedPending> = pending
+                .iter()
+                .map(|(name, p)| {
+                    (
+                        name,
+                        SavedPending {
+                            revision: p.revision,
+                            domains: p.domains.clone(),
+                            key_type: p.key_type,
+                            key_pem: p.key.key_pem().to_owned(),
+                            csr_der: base64::engine::general_purpose::STANDARD
+                                .encode(&p.key.csr_der),
+                        },
+                    )
+                })
+                .collect();
+            let json = serde_json::to_vec(&saved).expect("serialisable");
+            files::write_atomic(path, &json, 0o600, None).map_err(|e| e.to_string())
+        };
+        if let Err(e) = result {
+            warn!(path = %path.display(), "cannot save pending keys: {e}");
         }
     }
 
@@ -108,6 +200,7 @@ impl Host {
             )
             .map_err(|e| e.to_string())?;
         pending.remove(&issued.name);
+        self.save_pending(&pending);
         self.failures
             .lock()
             .expect("failures lock")
@@ -150,10 +243,14 @@ impl Host {
             .iter()
             .map(|c| c.name.to_string())
             .collect();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .retain(|name, _| wanted.contains(name));
+        {
+            let mut pending = self.pending.lock().expect("pending lock");
+            let before = pending.len();
+            pending.retain(|name, _| wanted.contains(name));
+            if pending.len() != before {
+                self.save_pending(&pending);
+            }
+        }
         for cert in &valid.certificates {
             let item = format!("certificate/{}", cert.name);
             let installed = current.get(cert.name.as_str()).filter(|c| fits(c, cert));
@@ -309,6 +406,7 @@ impl Host {
                     key,
                 },
             );
+            self.save_pending(&pending);
         }
         let p = &pending[cert.name.as_str()];
         Ok(CertificateRequest {

@@ -208,7 +208,8 @@ impl Agent {
                 &paths.certificates_index(),
                 cert_owner(&config),
             ),
-        );
+        )
+        .with_pending_file(paths.pending_keys());
         let agent = Arc::new(Self {
             host,
             outbox: Mutex::default(),
