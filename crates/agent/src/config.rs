@@ -41,6 +41,7 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     tls_dir: Option<PathBuf>,
     report_interval: Option<String>,
+    stream_timeout: Option<String>,
     caddy: Option<RawCaddy>,
 }
 
@@ -67,6 +68,9 @@ pub struct Config {
     pub paths: Paths,
     /// How often to report until the controller says otherwise.
     pub report_interval: Duration,
+    /// How long the controller may leave a ping unanswered before the stream is torn down
+    /// and opened again.
+    pub stream_timeout: Duration,
     /// Caddy, when this host's sites are managed (`caddy.enabled`, the default).
     pub caddy: Option<CaddyConfig>,
 }
@@ -154,6 +158,7 @@ impl Config {
             ca_hash: None,
             paths: Paths::under(root),
             report_interval: Duration::from_secs(30),
+            stream_timeout: Duration::from_secs(60),
             caddy: Some(default_caddy(root)),
         }
     }
@@ -205,6 +210,10 @@ impl Config {
         if let Some(interval) = raw.report_interval {
             config.report_interval =
                 parse_interval(&interval).map_err(|m| field("report_interval", m))?;
+        }
+        if let Some(timeout) = raw.stream_timeout {
+            config.stream_timeout =
+                parse_interval(&timeout).map_err(|m| field("stream_timeout", m))?;
         }
         Ok(config)
     }

@@ -11,6 +11,7 @@ pub mod pki;
 pub mod reconcile;
 pub mod runtime;
 pub mod service;
+pub mod session;
 pub mod state;
 pub mod status;
 pub mod transport;
@@ -23,12 +24,4 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// A uniformly random number in `0..=max`.
-pub fn random_below(max: u64) -> u64 {
-    if max == 0 {
-        return 0;
-    }
-    let mut bytes = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system RNG works");
-    u64::from_le_bytes(bytes) % (max + 1)
-}
+pub use gatehouse_common::random_below;

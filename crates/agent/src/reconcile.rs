@@ -5,8 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use base64::Engine;
+use gatehouse_common::Backoff;
 use serde::{Deserialize, Serialize};
 
 use gatehouse_proto::spec::{self, SiteTls, ValidState};
@@ -23,7 +25,28 @@ use crate::identity::PendingKey;
 pub struct Outcome {
     pub results: Vec<ItemResult>,
     pub requests: Vec<CertificateRequest>,
+    /// When to look again without being asked (an install to retry).
+    pub recheck_in: Option<Duration>,
 }
+
+impl Outcome {
+    fn recheck(&mut self, after: Duration) {
+        self.recheck_in = Some(self.recheck_in.map_or(after, |d| d.min(after)));
+    }
+}
+
+/// Why an issued certificate is not installed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct InstallError {
+    pub message: String,
+    /// The host could not write it (a full disk, say): the agent keeps the chain and tries
+    /// again with backoff, without asking the controller for another certificate.
+    pub retrying: bool,
+}
+
+/// The first and the longest wait before an install that failed on the host is tried again.
+const INSTALL_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 /// A pending key as kept on disk.
 #[derive(Serialize, Deserialize)]
@@ -42,6 +65,25 @@ struct Pending {
     domains: Vec<String>,
     key_type: i32,
     key: PendingKey,
+    /// The chain the controller issued, kept while installing it fails on the host.
+    issued: Option<String>,
+    retry: Backoff,
+    /// When to try installing `issued` again (Unix seconds).
+    retry_at: i64,
+}
+
+impl Pending {
+    fn new(revision: u64, domains: Vec<String>, key_type: i32, key: PendingKey) -> Self {
+        Self {
+            revision,
+            domains,
+            key_type,
+            key,
+            issued: None,
+            retry: Backoff::new(INSTALL_RETRY.0, INSTALL_RETRY.1),
+            retry_at: 0,
+        }
+    }
 }
 
 /// The host resources the agent manages.
@@ -112,12 +154,7 @@ impl Host {
                             Ok(key) => {
                                 pending.insert(
                                     name,
-                                    Pending {
-                                        revision: s.revision,
-                                        domains: s.domains,
-                                        key_type: s.key_type,
-                                        key,
-                                    },
+                                    Pending::new(s.revision, s.domains, s.key_type, key),
                                 );
                             }
                             Err(e) => {
@@ -175,30 +212,49 @@ impl Host {
         &self.certs
     }
 
-    /// Installs a certificate the controller issued for a pending key.
-    pub fn install(&self, issued: &IssuedCertificate) -> Result<Installed, String> {
+    /// Installs a certificate the controller issued for a pending key. When the host cannot
+    /// write it, the chain is kept and [`Host::reconcile`] tries again with backoff.
+    pub fn install(&self, issued: &IssuedCertificate, now: i64) -> Result<Installed, InstallError> {
         let mut pending = self.pending.lock().expect("pending lock");
+        let refused = |message: String| InstallError {
+            message,
+            retrying: false,
+        };
         let p = pending
-            .get(&issued.name)
+            .get_mut(&issued.name)
             .filter(|p| p.revision == issued.revision)
             .ok_or_else(|| {
-                format!(
+                refused(format!(
                     "certificate {} was not asked for (or was asked again since)",
                     issued.name
-                )
+                ))
             })?;
-        p.key.matches(&issued.chain_pem)?;
-        let installed = self
-            .certs
-            .install(
-                &issued.name,
-                p.revision,
-                &p.domains,
-                p.key_type,
-                p.key.key_pem(),
-                &issued.chain_pem,
-            )
-            .map_err(|e| e.to_string())?;
+        p.key.matches(&issued.chain_pem).map_err(refused)?;
+        let result = self.certs.install(
+            &issued.name,
+            p.revision,
+            &p.domains,
+            p.key_type,
+            p.key.key_pem(),
+            &issued.chain_pem,
+        );
+        let installed = match result {
+            Ok(installed) => installed,
+            Err(e) => {
+                let wait = p.retry.next_delay().max(INSTALL_RETRY.0);
+                p.issued = Some(issued.chain_pem.clone());
+                p.retry_at = now + wait.as_secs() as i64;
+                let message = format!("cannot install the issued certificate: {e}");
+                self.failures
+                    .lock()
+                    .expect("failures lock")
+                    .insert(issued.name.clone(), message.clone());
+                return Err(InstallError {
+                    message,
+                    retrying: true,
+                });
+            }
+        };
         pending.remove(&issued.name);
         self.save_pending(&pending);
         self.failures
@@ -207,6 +263,34 @@ impl Host {
             .remove(&issued.name);
         info!(certificate = %issued.name, serial = %installed.serial, "certificate installed");
         Ok(installed)
+    }
+
+    /// For a certificate whose issued chain could not be installed: installs it when the
+    /// retry is due. `None`: no such chain; `Err`: how long until the next try.
+    fn retry_install(
+        &self,
+        cert: &spec::Certificate,
+        now: i64,
+    ) -> Option<Result<Installed, Duration>> {
+        let due = |pending: &HashMap<String, Pending>| {
+            let p = pending.get(cert.name.as_str())?;
+            let chain = p.issued.clone().filter(|_| p.revision == cert.revision)?;
+            Some((chain, p.retry_at))
+        };
+        let (chain_pem, at) = due(&self.pending.lock().expect("pending lock"))?;
+        let wait = |at: i64| Duration::from_secs((at - now).max(1) as u64);
+        if now < at {
+            return Some(Err(wait(at)));
+        }
+        let issued = IssuedCertificate {
+            name: cert.name.to_string(),
+            revision: cert.revision,
+            chain_pem,
+        };
+        Some(self.install(&issued, now).map_err(|_| {
+            let pending = self.pending.lock().expect("pending lock");
+            wait(due(&pending).map_or(now + 1, |(_, at)| at))
+        }))
     }
 
     /// Records that the controller could not issue a certificate.
@@ -253,6 +337,20 @@ impl Host {
         }
         for cert in &valid.certificates {
             let item = format!("certificate/{}", cert.name);
+            match self.retry_install(cert, now) {
+                Some(Ok(c)) => {
+                    usable.insert(cert.name.to_string(), c);
+                    out.results.push(ok(item));
+                    continue;
+                }
+                Some(Err(wait)) => {
+                    out.recheck(wait);
+                    let error = self.failure(cert.name.as_str()).unwrap_or_default();
+                    out.results.push(failed(item, error));
+                    continue;
+                }
+                None => {}
+            }
             let installed = current.get(cert.name.as_str()).filter(|c| fits(c, cert));
             if let Some(c) = installed {
                 usable.insert(cert.name.to_string(), c.clone());
@@ -271,12 +369,7 @@ impl Host {
                     continue;
                 }
             }
-            let failure = self
-                .failures
-                .lock()
-                .expect("failures lock")
-                .get(cert.name.as_str())
-                .cloned();
+            let failure = self.failure(cert.name.as_str());
             out.results.push(match (installed, failure) {
                 (Some(_), _) => ok(item),
                 (None, Some(e)) => failed(item, format!("issuance failed: {e}")),
@@ -284,7 +377,30 @@ impl Host {
             });
         }
 
-        // Sites.
+        self.sites(&valid, &usable, &mut out).await;
+        // Whatever the sites did: the index keeps the versions a restored site may use.
+        if let Err(e) = self.certs.clean(&wanted) {
+            warn!(error = %e, "cannot clean up old certificate files");
+        }
+        out
+    }
+
+    /// The error a certificate item shows: the controller's or the host's.
+    fn failure(&self, name: &str) -> Option<String> {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .get(name)
+            .cloned()
+    }
+
+    /// Caddy sites: one snippet per site, applied as one transaction.
+    async fn sites(
+        &self,
+        valid: &ValidState,
+        usable: &BTreeMap<String, Installed>,
+        out: &mut Outcome,
+    ) {
         let Some(caddy) = &self.caddy else {
             for site in &valid.sites {
                 out.results.push(failed(
@@ -292,13 +408,13 @@ impl Host {
                     "Caddy is not managed on this host (caddy.enabled = false)",
                 ));
             }
-            return out;
+            return;
         };
         let observed = match caddy.observe() {
             Ok(o) => o,
             Err(e) => {
                 out.results.push(failed("caddy".into(), e));
-                return out;
+                return;
             }
         };
         let mut desired = BTreeMap::new();
@@ -360,29 +476,9 @@ impl Host {
                             ok(item)
                         });
                     }
-                    // Keep every certificate file: the restored sites may use older ones.
-                    return out;
                 }
             }
         }
-        if let Err(e) = self.certs.clean(&wanted) {
-            warn!("cannot clean up old certificate files: {e}");
-        }
-        out
-    }
-
-    /// The requests still waiting for a certificate, with their keys' CSRs (asked again after a
-    /// reconnect: a certificate issued meanwhile is then sent at once).
-    pub fn outstanding(&self) -> Vec<CertificateRequest> {
-        let pending = self.pending.lock().expect("pending lock");
-        pending
-            .iter()
-            .map(|(name, p)| CertificateRequest {
-                name: name.clone(),
-                revision: p.revision,
-                csr_der: p.key.csr_der.clone(),
-            })
-            .collect()
     }
 
     /// The CSR for `cert`, reusing the pending key while the same revision is outstanding.
@@ -399,12 +495,7 @@ impl Host {
                 PendingKey::generate_for(cert.key_type, &domains).map_err(|e| e.to_string())?;
             pending.insert(
                 cert.name.to_string(),
-                Pending {
-                    revision: cert.revision,
-                    domains,
-                    key_type: cert.key_type as i32,
-                    key,
-                },
+                Pending::new(cert.revision, domains, cert.key_type as i32, key),
             );
             self.save_pending(&pending);
         }

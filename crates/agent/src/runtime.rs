@@ -1,23 +1,23 @@
 //! The agent daemon: reapply the persisted state at start, then keep one stream to the
-//! controller open for ever (full-jitter backoff 1 s → 60 s), apply what it sends, report
-//! metrics, and rotate the identity certificate before it expires.
+//! controller open for ever (full-jitter backoff 1 s → 60 s; the stream itself is
+//! [`crate::session`]), apply what it sends, report metrics, and rotate the identity
+//! certificate before it expires.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_proto::v1::agent_message::Msg as Up;
+pub use gatehouse_common::Backoff;
+use gatehouse_common::jitter;
 use gatehouse_proto::v1::agent_service_client::AgentServiceClient;
-use gatehouse_proto::v1::controller_message::Msg as Down;
 use gatehouse_proto::v1::{
-    Ack, AgentMessage, CertificateRequest, DesiredState, Hello, HostFacts, IdentityRenewal,
-    ItemResult, RenewRequest, Report, WhoAmIRequest,
+    Ack, CertificateRequest, DesiredState, HostFacts, ItemResult, RenewRequest, Report,
+    WhoAmIRequest,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::enroll::error_chain;
@@ -27,9 +27,10 @@ use crate::host::files::Owner;
 use crate::host::{files, metrics};
 use crate::identity::{self, Enrollment, Identity, IdentityError, PendingKey};
 use crate::reconcile::Host;
+use crate::session;
 use crate::status::Status;
 use crate::transport::{self, ControllerUrl};
-use crate::{now_unix, random_below, state};
+use crate::{now_unix, state};
 
 /// How many reports the agent keeps while the controller is away.
 pub const REPORT_BUFFER: usize = 16;
@@ -51,7 +52,7 @@ pub enum StartError {
 
 /// Why one session with the controller ended.
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(crate) enum SessionError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error("cannot connect: {0}")]
@@ -60,57 +61,32 @@ enum SessionError {
     Refused(String),
     #[error("the stream closed: {0}")]
     Closed(String),
+    #[error("the stream stalled: {0}")]
+    Stalled(String),
     #[error("cannot persist the desired state: {0}")]
     State(#[from] state::StateError),
 }
 
-/// Full-jitter exponential backoff: each delay is uniform in `0..=min(cap, base·2^attempt)`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    attempt: u32,
-    base: Duration,
-    cap: Duration,
-}
-
-impl Backoff {
-    /// Backoff from `base` doubling up to `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            attempt: 0,
-            base,
-            cap,
-        }
-    }
-
-    /// The upper bound of the next delay.
-    pub fn ceiling(&self) -> Duration {
-        self.base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.cap)
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
-        Duration::from_millis(random_below(ceiling.as_millis() as u64))
-    }
-
-    /// Starts over after a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
+/// What one pass over the host gives the stream.
+#[derive(Debug)]
+pub(crate) struct Pass {
+    /// The acknowledgement, when the results changed since the last one sent.
+    pub ack: Option<Ack>,
+    /// What the host is waiting for.
+    pub requests: Vec<CertificateRequest>,
+    /// When the host should be looked at again on its own.
+    pub recheck_in: Option<Duration>,
 }
 
 /// Reports waiting to be sent, at most [`REPORT_BUFFER`]; the oldest go first when full.
 #[derive(Debug, Default)]
-struct ReportBuffer {
+pub(crate) struct ReportBuffer {
     queue: Mutex<VecDeque<Report>>,
-    ready: Notify,
+    pub(crate) ready: Notify,
 }
 
 impl ReportBuffer {
-    fn push(&self, report: Report) {
+    pub(crate) fn push(&self, report: Report) {
         let mut q = self.queue.lock().expect("report buffer lock");
         if q.len() == REPORT_BUFFER {
             q.pop_front();
@@ -120,7 +96,7 @@ impl ReportBuffer {
         self.ready.notify_one();
     }
 
-    fn drain(&self) -> Vec<Report> {
+    pub(crate) fn drain(&self) -> Vec<Report> {
         self.queue
             .lock()
             .expect("report buffer lock")
@@ -132,18 +108,18 @@ impl ReportBuffer {
 /// A running agent.
 #[derive(Debug)]
 pub struct Agent {
-    config: Config,
-    controller: ControllerUrl,
+    pub(crate) config: Config,
+    pub(crate) controller: ControllerUrl,
     status: Mutex<Status>,
     applied: Mutex<Option<DesiredState>>,
     interval: watch::Sender<Duration>,
-    reports: ReportBuffer,
+    pub(crate) reports: ReportBuffer,
     facts: Mutex<HostFacts>,
-    host: Host,
-    /// Certificate requests to send when connected.
-    outbox: Mutex<Vec<CertificateRequest>>,
+    pub(crate) host: Host,
     /// The results last sent in an Ack, to send again only when they change.
     last_results: Mutex<(u64, Vec<ItemResult>)>,
+    /// Each item's error as last logged (`None`: applied), so a change is logged once.
+    logged: Mutex<HashMap<String, Option<String>>>,
 }
 
 /// The owner of site certificate files: Caddy's user, when the agent can chown to it.
@@ -212,8 +188,8 @@ impl Agent {
         .with_pending_file(paths.pending_keys());
         let agent = Arc::new(Self {
             host,
-            outbox: Mutex::default(),
             last_results: Mutex::default(),
+            logged: Mutex::default(),
             controller,
             status: Mutex::new(status),
             applied: Mutex::new(None),
@@ -232,10 +208,8 @@ impl Agent {
                     generation = persisted.generation,
                     "reapplying the persisted desired state"
                 );
-                let results = agent.accept(persisted, "persisted").await;
-                for failed in results.iter().filter(|r| !r.ok) {
-                    warn!(item = %failed.item, "{}", failed.error);
-                }
+                agent.set_applied(persisted, "persisted");
+                agent.reconcile_applied().await;
             }
             Ok(None) => info!("no persisted desired state yet"),
             Err(e) => warn!("{e}"),
@@ -266,39 +240,12 @@ impl Agent {
         }
     }
 
-    fn applied_generation(&self) -> u64 {
+    pub(crate) fn applied_generation(&self) -> u64 {
         self.applied
             .lock()
             .expect("applied lock")
             .as_ref()
             .map_or(0, |s| s.generation)
-    }
-
-    /// Applies `desired` and records it as applied; returns the per-item results.
-    async fn accept(&self, desired: DesiredState, from: &str) -> Vec<ItemResult> {
-        let outcome = self.host.reconcile(&desired, now_unix()).await;
-        self.outbox
-            .lock()
-            .expect("outbox lock")
-            .extend(outcome.requests);
-        let mut results = vec![ItemResult {
-            item: "settings/agent".into(),
-            ok: true,
-            error: String::new(),
-        }];
-        results.extend(outcome.results);
-        if desired.report_interval_seconds > 0 {
-            self.interval.send_replace(Duration::from_secs(u64::from(
-                desired.report_interval_seconds,
-            )));
-        }
-        let generation = desired.generation;
-        *self.applied.lock().expect("applied lock") = Some(desired);
-        self.update_status(|s| {
-            s.applied_generation = generation;
-            s.applied_from = Some(from.to_owned());
-        });
-        results
     }
 
     /// Runs until `shutdown`: the metrics sampler and the connection loop.
@@ -362,7 +309,7 @@ impl Agent {
         loop {
             let mut established = false;
             let result = tokio::select! {
-                r = self.session(shutdown, &mut established) => r,
+                r = session::run(self, shutdown, &mut established) => r,
                 _ = shutdown.cancelled() => return,
             };
             if shutdown.is_cancelled() {
@@ -376,7 +323,7 @@ impl Agent {
                 Err(e) => e.to_string(),
             };
             let delay = backoff.next_delay();
-            warn!(controller = %self.controller, retry_in = ?delay, "{error}");
+            warn!(controller = %self.controller, retry_in = ?delay, error = %error, "the stream ended");
             self.update_status(|s| {
                 s.connected = false;
                 s.connected_since = None;
@@ -390,207 +337,90 @@ impl Agent {
         }
     }
 
-    async fn session(
-        &self,
-        shutdown: &CancellationToken,
-        established: &mut bool,
-    ) -> Result<(), SessionError> {
-        let paths = &self.config.paths;
-        let ca = identity::load_controller_ca(paths)?;
-        let mut identity = Identity::load(paths)?;
-        if identity.info.not_after <= now_unix() + 5 {
-            identity = self.renew_expired(&identity, &ca).await?;
-        }
-        let channel = transport::tls_channel(&self.controller, identity.client_config(&ca)?)
-            .await
-            .map_err(|e| SessionError::Connect(error_chain(&e)))?;
-        let mut client = AgentServiceClient::new(channel);
-        let (tx, rx) = mpsc::channel::<AgentMessage>(32);
-        let facts = self.facts.lock().expect("facts lock").clone();
-        let hello = Hello {
-            version: gatehouse_proto::VERSION.to_owned(),
-            facts: Some(facts),
-            capabilities: vec!["settings".into()],
-            applied_generation: self.applied_generation(),
-        };
-        send(&tx, Up::Hello(hello)).await?;
-        let mut inbound = client
-            .connect(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| SessionError::Refused(s.message().to_owned()))?
-            .into_inner();
-        *established = true;
-        info!(agent_id = %identity.agent_id, controller = %self.controller, "connected");
+    /// A stream was accepted: the status says so, and its first pass acknowledges again.
+    pub(crate) fn connected(&self) {
+        *self.last_results.lock().expect("results lock") = (0, Vec::new());
         self.update_status(|s| {
             s.connected = true;
             s.connected_since = Some(now_unix());
             s.failed_attempts = 0;
             s.last_error = None;
         });
-        for report in self.reports.drain() {
-            send(&tx, Up::Report(report)).await?;
-        }
-        // Ask again for what is still outstanding.
-        {
-            let mut outbox = self.outbox.lock().expect("outbox lock");
-            for request in self.host.outstanding() {
-                if !outbox.iter().any(|r| r.name == request.name) {
-                    outbox.push(request);
-                }
-            }
-        }
-        self.refresh(&tx, false).await?;
-
-        let mut recheck = tokio::time::interval_at(Instant::now() + RECHECK, RECHECK);
-        let mut rotate_at = rotation_time(&identity);
-        let mut pending: Option<PendingKey> = None;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                message = inbound.message() => {
-                    let message = match message {
-                        Ok(Some(m)) => m,
-                        Ok(None) => return Err(SessionError::Closed("the controller ended it".into())),
-                        Err(status) => return Err(SessionError::Closed(status.message().to_owned())),
-                    };
-                    match message.msg {
-                        Some(Down::DesiredState(desired)) => self.on_desired(desired, &tx).await?,
-                        Some(Down::IdentityCertificate(cert)) => {
-                            let Some(key) = pending.take() else {
-                                warn!("ignoring an identity certificate that was not asked for");
-                                continue;
-                            };
-                            match self.promote(key, &cert.certificate_pem, &ca).await {
-                                Ok(new) => {
-                                    identity = new;
-                                    rotate_at = rotation_time(&identity);
-                                }
-                                Err(e) => {
-                                    warn!("the renewed identity did not work, keeping the current one: {e}");
-                                    rotate_at = Instant::now() + Duration::from_secs(30);
-                                }
-                            }
-                        }
-                        Some(Down::Certificate(issued)) => {
-                            if let Err(e) = self.host.install(&issued) {
-                                warn!(certificate = %issued.name, "cannot install the issued certificate: {e}");
-                            }
-                            self.refresh(&tx, true).await?;
-                            // Tell the controller what is installed now, not at the next report.
-                            send(&tx, Up::Report(Report {
-                                sampled_at: now_unix(),
-                                metrics: None,
-                                applied_generation: self.applied_generation(),
-                                certificates: self.host.certs().inventory(),
-                            })).await?;
-                        }
-                        Some(Down::CertificateError(e)) => {
-                            self.host.issuance_failed(&e.name, &e.error);
-                            self.refresh(&tx, true).await?;
-                        }
-                        Some(Down::Goodbye(bye)) => {
-                            return Err(SessionError::Closed(format!("the controller said goodbye: {}", bye.reason)));
-                        }
-                        None => debug!("ignoring an empty message"),
-                    }
-                }
-                _ = recheck.tick() => self.refresh(&tx, true).await?,
-                _ = self.reports.ready.notified() => {
-                    for report in self.reports.drain() {
-                        send(&tx, Up::Report(report)).await?;
-                    }
-                }
-                _ = tokio::time::sleep_until(rotate_at) => {
-                    let key = PendingKey::generate()?;
-                    info!(not_after = identity.info.not_after, "renewing the identity certificate");
-                    send(&tx, Up::IdentityRenewal(IdentityRenewal { csr_der: key.csr_der.clone() })).await?;
-                    pending = Some(key);
-                    // Ask again if no certificate comes back.
-                    rotate_at = Instant::now() + retry_after(&identity);
-                }
-            }
-        }
     }
 
-    async fn on_desired(
-        &self,
-        desired: DesiredState,
-        tx: &mpsc::Sender<AgentMessage>,
-    ) -> Result<(), SessionError> {
+    /// The host facts of the last sample.
+    pub(crate) fn facts(&self) -> HostFacts {
+        self.facts.lock().expect("facts lock").clone()
+    }
+
+    /// Records `desired` as the state to apply (the next pass applies it).
+    pub(crate) fn set_applied(&self, desired: DesiredState, from: &str) {
+        if desired.report_interval_seconds > 0 {
+            self.interval.send_replace(Duration::from_secs(u64::from(
+                desired.report_interval_seconds,
+            )));
+        }
         let generation = desired.generation;
-        if generation == self.applied_generation() {
-            debug!(generation, "desired state up to date");
-            return self.refresh(tx, false).await;
-        }
-        info!(generation, "applying desired state");
-        state::save(&self.config.paths, &desired)?;
-        let results = self.accept(desired, "controller").await;
-        self.send_ack(tx, generation, results, false).await?;
-        self.flush_outbox(tx).await
+        *self.applied.lock().expect("applied lock") = Some(desired);
+        self.update_status(|s| {
+            s.applied_generation = generation;
+            s.applied_from = Some(from.to_owned());
+        });
     }
 
-    /// Looks at the host again for the applied state. With `reconcile`, a full pass (a
-    /// certificate arrived, a renewal may be due, a retry) acknowledged again only when the
-    /// results changed; without, only what was never acknowledged is.
-    async fn refresh(
-        &self,
-        tx: &mpsc::Sender<AgentMessage>,
-        reconcile: bool,
-    ) -> Result<(), SessionError> {
-        let Some(desired) = self.applied.lock().expect("applied lock").clone() else {
-            return Ok(());
-        };
+    /// One pass over the host for the applied state. The ack is there when the results
+    /// differ from the last one sent; item changes are logged once each.
+    pub(crate) async fn reconcile_applied(&self) -> Option<Pass> {
+        let desired = self.applied.lock().expect("applied lock").clone()?;
         let generation = desired.generation;
-        let from = self
-            .status()
-            .applied_from
-            .unwrap_or_else(|| "controller".into());
-        if !reconcile && self.last_results.lock().expect("results lock").0 == generation {
-            return self.flush_outbox(tx).await;
-        }
-        let results = self.accept(desired, &from).await;
-        self.send_ack(tx, generation, results, true).await?;
-        self.flush_outbox(tx).await
-    }
-
-    async fn send_ack(
-        &self,
-        tx: &mpsc::Sender<AgentMessage>,
-        generation: u64,
-        results: Vec<ItemResult>,
-        only_if_changed: bool,
-    ) -> Result<(), SessionError> {
-        {
+        let outcome = self.host.reconcile(&desired, now_unix()).await;
+        let mut results = vec![ItemResult {
+            item: "settings/agent".into(),
+            ok: true,
+            error: String::new(),
+        }];
+        results.extend(outcome.results);
+        self.log_changes(generation, &results);
+        let ack = {
             let mut last = self.last_results.lock().expect("results lock");
-            if only_if_changed && last.0 == generation && last.1 == results {
-                return Ok(());
-            }
-            *last = (generation, results.clone());
-        }
-        for failed in results.iter().filter(|r| !r.ok) {
-            info!(generation, item = %failed.item, "not applied: {}", failed.error);
-        }
-        send(
-            tx,
-            Up::Ack(Ack {
-                generation,
-                results,
-            }),
-        )
-        .await
+            (last.0 != generation || last.1 != results).then(|| {
+                *last = (generation, results.clone());
+                Ack {
+                    generation,
+                    results,
+                }
+            })
+        };
+        Some(Pass {
+            ack,
+            requests: outcome.requests,
+            recheck_in: outcome.recheck_in,
+        })
     }
 
-    async fn flush_outbox(&self, tx: &mpsc::Sender<AgentMessage>) -> Result<(), SessionError> {
-        let requests: Vec<CertificateRequest> =
-            self.outbox.lock().expect("outbox lock").drain(..).collect();
-        for request in requests {
-            send(tx, Up::CertificateRequest(request)).await?;
+    /// Logs each item whose result changed since it was last logged: once, not every pass.
+    fn log_changes(&self, generation: u64, results: &[ItemResult]) {
+        let mut logged = self.logged.lock().expect("logged lock");
+        let mut seen = HashMap::new();
+        for r in results {
+            let now = (!r.ok).then(|| r.error.clone());
+            let before = logged.get(&r.item).cloned().flatten();
+            if now != before {
+                match &now {
+                    Some(error) => info!(generation, item = %r.item, error = %error, "not applied"),
+                    None if logged.contains_key(&r.item) => {
+                        info!(generation, item = %r.item, "applied")
+                    }
+                    None => {}
+                }
+            }
+            seen.insert(r.item.clone(), now);
         }
-        Ok(())
+        *logged = seen;
     }
 
     /// Checks a renewed certificate with a fresh connection before replacing the current one.
-    async fn promote(
+    pub(crate) async fn promote(
         &self,
         key: PendingKey,
         chain_pem: &str,
@@ -620,7 +450,11 @@ impl Agent {
     }
 
     /// Renews a certificate that expired while the controller was away (grace renewal).
-    async fn renew_expired(&self, current: &Identity, ca: &str) -> Result<Identity, SessionError> {
+    pub(crate) async fn renew_expired(
+        &self,
+        current: &Identity,
+        ca: &str,
+    ) -> Result<Identity, SessionError> {
         info!("the identity certificate has expired; asking for a grace renewal");
         let channel = transport::tls_channel(&self.controller, current.client_config(ca)?)
             .await
@@ -646,59 +480,9 @@ impl Agent {
     }
 }
 
-async fn send(tx: &mpsc::Sender<AgentMessage>, msg: Up) -> Result<(), SessionError> {
-    tx.send(AgentMessage { msg: Some(msg) })
-        .await
-        .map_err(|_| SessionError::Closed("the outgoing stream closed".into()))
-}
-
-/// `d` ± 10 %.
-fn jitter(d: Duration) -> Duration {
-    let spread = d.as_millis() as u64 / 5;
-    Duration::from_millis(d.as_millis() as u64 - spread / 2 + random_below(spread))
-}
-
-/// A random point between 70 % and 90 % of the certificate's lifetime.
-fn rotation_time(identity: &Identity) -> Instant {
-    let lifetime = (identity.info.not_after - identity.info.not_before).max(1) as u64 * 1000;
-    let at_ms =
-        identity.info.not_before * 1000 + (lifetime * 7 / 10 + random_below(lifetime / 5)) as i64;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    Instant::now() + Duration::from_millis((at_ms - now_ms).max(0) as u64)
-}
-
-/// How long to wait for an answer to a renewal before asking again.
-fn retry_after(identity: &Identity) -> Duration {
-    let lifetime = (identity.info.not_after - identity.info.not_before).max(1) as u64;
-    Duration::from_secs((lifetime / 20).clamp(1, 60))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let ceilings: Vec<u64> = (0..8)
-            .map(|_| {
-                let c = b.ceiling().as_secs();
-                let d = b.next_delay();
-                assert!(d <= Duration::from_secs(c));
-                c
-            })
-            .collect();
-        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60]);
-        for _ in 0..100 {
-            b.next_delay();
-        }
-        assert_eq!(b.ceiling(), Duration::from_secs(60));
-        b.reset();
-        assert_eq!(b.ceiling(), Duration::from_secs(1));
-    }
 
     #[test]
     fn report_buffer_is_bounded() {
@@ -713,13 +497,5 @@ mod tests {
         assert_eq!(drained.len(), REPORT_BUFFER);
         assert_eq!(drained.last().unwrap().sampled_at, 99);
         assert!(buffer.drain().is_empty());
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        for _ in 0..100 {
-            let d = jitter(Duration::from_secs(30)).as_millis();
-            assert!((27_000..=33_000).contains(&d), "{d}");
-        }
     }
 }

@@ -170,7 +170,9 @@ pub fn explain(status: tonic::Status) -> anyhow::Error {
     let hint = match status.code() {
         tonic::Code::Unauthenticated => " (check the API token)",
         tonic::Code::PermissionDenied => " (ask an admin for a token with a higher role)",
-        tonic::Code::Unavailable => " (is the controller running?)",
+        // Only when no answer came: a controller that answered (its response carries
+        // headers) is running, and its message says what is wrong.
+        tonic::Code::Unavailable if status.metadata().is_empty() => " (is the controller running?)",
         _ => "",
     };
     anyhow!("{}{hint}", status.message())

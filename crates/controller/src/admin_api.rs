@@ -34,6 +34,8 @@ pub enum Actor {
     },
     /// The controller itself (dev mode set-up).
     Controller,
+    /// An enrolled agent, over its stream (what the controller refused it).
+    Agent { id: String },
 }
 
 impl Actor {
@@ -41,6 +43,7 @@ impl Actor {
         match self {
             Actor::Local { .. } | Actor::Controller => Role::Admin,
             Actor::Token { role, .. } => *role,
+            Actor::Agent { .. } => Role::Viewer,
         }
     }
 
@@ -49,6 +52,7 @@ impl Actor {
             Actor::Local { uid } => format!("local:uid={uid}"),
             Actor::Token { id, name, role } => format!("token:{id} ({name}, {role})"),
             Actor::Controller => "controller".into(),
+            Actor::Agent { id } => format!("agent:{id}"),
         }
     }
 }

@@ -47,6 +47,8 @@ struct RawConfig {
     caddy_acme_ca_root: Option<String>,
     acme_dns_servers: Option<Vec<String>>,
     acme_propagation_timeout: Option<String>,
+    stream_timeout: Option<String>,
+    issuance_limit: Option<u32>,
 }
 
 /// The controller's validated configuration.
@@ -77,6 +79,12 @@ pub struct Config {
     pub acme_dns_servers: Vec<SocketAddr>,
     /// How long a DNS-01 record may take to appear there.
     pub acme_propagation_timeout: Duration,
+    /// How long an agent may leave the controller's application-level ping unanswered before
+    /// its stream is closed (the controller pings every third of this).
+    pub stream_timeout: Duration,
+    /// How many certificates the controller signs (or orders) per agent and certificate name
+    /// in any minute, whatever the agent asks.
+    pub issuance_limit: u32,
 }
 
 impl Config {
@@ -98,6 +106,8 @@ impl Config {
             caddy_acme_ca_root: String::new(),
             acme_dns_servers: Vec::new(),
             acme_propagation_timeout: Duration::from_secs(300),
+            stream_timeout: Duration::from_secs(60),
+            issuance_limit: 10,
             data_dir: data_dir.to_owned(),
         }
     }
@@ -238,6 +248,21 @@ impl Config {
         }
         if let Some(d) = raw.acme_propagation_timeout {
             c.acme_propagation_timeout = duration("acme_propagation_timeout", d)?;
+        }
+        if let Some(d) = raw.stream_timeout {
+            c.stream_timeout = duration("stream_timeout", d)?;
+            if c.stream_timeout < Duration::from_secs(1) {
+                return Err(field("stream_timeout", "must be at least 1s".into()));
+            }
+        }
+        if let Some(n) = raw.issuance_limit {
+            if n == 0 {
+                return Err(field(
+                    "issuance_limit",
+                    "must be at least 1 (certificates per agent and name per minute)".into(),
+                ));
+            }
+            c.issuance_limit = n;
         }
         if let Some(d) = raw.report_interval {
             c.report_interval = duration("report_interval", d)?;

@@ -23,11 +23,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// 200 when the store answers, 503 (with the reason) when it does not.
+/// How long the store may take to take the health probe's write.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 200 when the store takes a write, 503 (with the reason) when it does not: a store that
+/// still reads but cannot write is an outage too.
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    match shared.store.acme_next_due().await {
-        Ok(_) => (StatusCode::OK, "ok\n".to_owned()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")),
+    match tokio::time::timeout(PROBE_TIMEOUT, shared.store.probe_write(now())).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n".to_owned()),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store is not writable: {e}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the store is not writable: no answer within {} s\n",
+                PROBE_TIMEOUT.as_secs()
+            ),
+        ),
     }
 }
 
@@ -63,6 +77,17 @@ pub async fn render(shared: &Shared) -> Result<String, crate::store::StoreError>
     out.push_str("# TYPE gatehouse_agents gauge\n");
     for (status, n) in &by_status {
         let _ = writeln!(out, "gatehouse_agents{{status=\"{status}\"}} {n}");
+    }
+
+    out.push_str(
+        "# HELP gatehouse_stream_messages_total Messages on agent streams, by direction and kind.\n",
+    );
+    out.push_str("# TYPE gatehouse_stream_messages_total counter\n");
+    for (direction, kind, n) in shared.fleet.messages.snapshot() {
+        let _ = writeln!(
+            out,
+            "gatehouse_stream_messages_total{{direction=\"{direction}\",kind=\"{kind}\"}} {n}"
+        );
     }
 
     let orders = shared.store.acme_orders(None).await?;

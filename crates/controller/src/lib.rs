@@ -5,6 +5,7 @@ pub mod acme;
 pub mod admin_api;
 pub mod agent_api;
 pub mod ca;
+pub mod certificates;
 pub mod cloudflare;
 pub mod cloudflare_sites;
 pub mod config;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub state_changes: tokio::sync::Mutex<()>,
     /// Wakes the ACME worker (a new order, a retry).
     pub acme_wake: tokio::sync::Notify,
+    /// Certificates signed per agent and name per minute.
+    pub issuance: certificates::limit::IssuanceLimit,
 }
 
 impl Shared {

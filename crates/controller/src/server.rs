@@ -137,6 +137,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let socket = bind_admin_socket(&config.admin_socket)?;
 
     let admin_socket = config.admin_socket.clone();
+    let issuance = crate::certificates::limit::IssuanceLimit::new(config.issuance_limit);
     let shared = Arc::new(Shared {
         store,
         ca,
@@ -147,6 +148,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         master_key: key,
         state_changes: tokio::sync::Mutex::new(()),
         acme_wake: tokio::sync::Notify::new(),
+        issuance,
     });
 
     let mut tasks = JoinSet::new();

@@ -230,8 +230,12 @@ pub async fn wait_visible(
     content: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    info!(record = name, servers = ?servers, "waiting for the DNS-01 record to propagate");
+    let mut queries = 0u32;
     loop {
+        queries += 1;
         let mut missing = None;
         for server in servers {
             match txt_values(*server, name).await {
@@ -241,6 +245,12 @@ pub async fn wait_visible(
             }
         }
         let Some(why) = missing else {
+            info!(
+                record = name,
+                queries,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "the DNS-01 record is visible"
+            );
             return Ok(());
         };
         if tokio::time::Instant::now() + PROPAGATION_POLL > deadline {

@@ -91,6 +91,7 @@ pub async fn request(
             "no ACME account {account:?}: create it with gatehousectl acme account create"
         ));
     }
+    crate::certificates::admit(shared, agent_id, name).await?;
     let t = now();
     let superseded: Vec<AcmeOrderRow> = store
         .acme_orders(Some(agent_id))

@@ -38,4 +38,17 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("stored value {name}")))
     }
+
+    /// Writes one small row: whether the store takes writes (for `/healthz` and gRPC health).
+    pub async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO kv (name, value, updated_at) VALUES ('health-probe', '', $1) \
+             ON CONFLICT (name) DO UPDATE SET updated_at = $1",
+        )
+        .bind(now)
+        .execute(self.pool())
+        .await
+        .op("write to the store")?;
+        Ok(())
+    }
 }

@@ -1,10 +1,18 @@
 //! The live view of the fleet, in memory: which agents have a stream open, their latest report,
-//! and one latest-wins "desired state changed" signal per agent (never a queue).
+//! and one latest-wins "desired state changed" signal per agent (never a queue). Each stream
+//! is served by a [`session`].
+
+pub mod session;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use gatehouse_proto::v1::{CertificateInventory, HostMetrics, Report};
+use gatehouse_proto::v1::agent_message::Msg as Up;
+use gatehouse_proto::v1::controller_message::Msg as Down;
+use gatehouse_proto::v1::{
+    AgentMessage, CertificateInventory, ControllerMessage, HostMetrics, Report,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +54,81 @@ pub struct SessionTicket {
 pub struct Fleet {
     agents: Mutex<HashMap<String, Live>>,
     next_session: std::sync::atomic::AtomicU64,
+    /// Stream messages by direction and kind, for `/metrics`.
+    pub messages: MessageCounts,
+}
+
+const UP_KINDS: [&str; 8] = [
+    "hello",
+    "ack",
+    "report",
+    "identity_renewal",
+    "certificate_request",
+    "ping",
+    "pong",
+    "empty",
+];
+const DOWN_KINDS: [&str; 8] = [
+    "desired_state",
+    "identity_certificate",
+    "goodbye",
+    "certificate",
+    "certificate_error",
+    "ping",
+    "pong",
+    "error",
+];
+
+/// How many messages every stream together received and sent, by kind.
+#[derive(Debug, Default)]
+pub struct MessageCounts {
+    received: [AtomicU64; UP_KINDS.len()],
+    sent: [AtomicU64; DOWN_KINDS.len()],
+}
+
+impl MessageCounts {
+    /// Counts a message from an agent.
+    pub fn received(&self, message: &AgentMessage) {
+        let i = match &message.msg {
+            Some(Up::Hello(_)) => 0,
+            Some(Up::Ack(_)) => 1,
+            Some(Up::Report(_)) => 2,
+            Some(Up::IdentityRenewal(_)) => 3,
+            Some(Up::CertificateRequest(_)) => 4,
+            Some(Up::Ping(_)) => 5,
+            Some(Up::Pong(_)) => 6,
+            None => 7,
+        };
+        self.received[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message to an agent (an error that ends a stream included).
+    pub fn sent(&self, message: &Result<ControllerMessage, tonic::Status>) {
+        let i = match message.as_ref().map(|m| &m.msg) {
+            Ok(Some(Down::DesiredState(_))) => 0,
+            Ok(Some(Down::IdentityCertificate(_))) => 1,
+            Ok(Some(Down::Goodbye(_))) => 2,
+            Ok(Some(Down::Certificate(_))) => 3,
+            Ok(Some(Down::CertificateError(_))) => 4,
+            Ok(Some(Down::Ping(_))) => 5,
+            Ok(Some(Down::Pong(_))) => 6,
+            Ok(None) | Err(_) => 7,
+        };
+        self.sent[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(direction, kind, count)` for every kind.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let received = UP_KINDS
+            .iter()
+            .zip(&self.received)
+            .map(|(k, n)| ("received", *k, n.load(Ordering::Relaxed)));
+        let sent = DOWN_KINDS
+            .iter()
+            .zip(&self.sent)
+            .map(|(k, n)| ("sent", *k, n.load(Ordering::Relaxed)));
+        received.chain(sent).collect()
+    }
 }
 
 impl Fleet {

@@ -1,0 +1,110 @@
+//! Certificates for keys made on hosts: answering an agent's CSR from the controller's own
+//! spec of that certificate (never from the CSR), through the internal CA, Cloudflare's
+//! Origin CA or an ACME order, and at most [`limit::IssuanceLimit`] per agent and name.
+
+pub mod limit;
+
+use gatehouse_proto::spec::{Certificate, Issuer};
+use gatehouse_proto::v1::CertificateRequest;
+use tracing::{info, warn};
+
+use crate::admin_api::{Actor, audit};
+use crate::{Shared, now};
+
+/// Counts one issuance for `agent` and certificate `name`, or refuses it (audited once per
+/// refused minute).
+pub async fn admit(shared: &Shared, agent: &str, name: &str) -> Result<(), String> {
+    match shared.issuance.check(agent, name, now()) {
+        Ok(()) => Ok(()),
+        Err(refused) => {
+            let message = refused.to_string();
+            if refused.first {
+                warn!(
+                    agent_id = agent,
+                    certificate = name,
+                    limit = refused.limit,
+                    "issuance limit reached"
+                );
+                let actor = Actor::Agent {
+                    id: agent.to_owned(),
+                };
+                let target = format!("certificate:{name}");
+                audit(shared, &actor, "cert.issue", &target, Some(&message)).await;
+            }
+            Err(message)
+        }
+    }
+}
+
+/// Answers a certificate request against the agent's newest desired state: the name,
+/// revision and domains come from the controller's own spec. `Ok(None)`: an ACME order is
+/// under way, and its certificate is pushed when issued.
+pub async fn issue(
+    shared: &Shared,
+    agent: &str,
+    request: &CertificateRequest,
+) -> Result<Option<String>, String> {
+    let latest = shared
+        .store
+        .desired_latest(agent)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("this host has no desired state")?;
+    let spec = latest
+        .state
+        .certificates
+        .iter()
+        .find(|c| c.name == request.name)
+        .ok_or_else(|| {
+            format!(
+                "certificate {} is not in this host's desired state",
+                request.name
+            )
+        })?;
+    if spec.revision != request.revision {
+        return Err(format!(
+            "certificate {} is at revision {}, the request was for {}",
+            request.name, spec.revision, request.revision
+        ));
+    }
+    let spec = Certificate::try_from(spec).map_err(|e| e.to_string())?;
+    let domains: Vec<String> = spec.domains.iter().map(ToString::to_string).collect();
+    match &spec.issuer {
+        Issuer::Internal => {
+            admit(shared, agent, &request.name).await?;
+            let issued = shared
+                .site_ca
+                .issue_site(
+                    &request.csr_der,
+                    &domains,
+                    shared.config.site_cert_lifetime,
+                    now(),
+                )
+                .map_err(|e| e.to_string())?;
+            info!(agent_id = agent, certificate = %request.name, serial = %issued.info.serial, "site certificate issued");
+            Ok(Some(issued.pem))
+        }
+        Issuer::OriginCa(account) => {
+            admit(shared, agent, &request.name).await?;
+            let pem = crate::cloudflare_sites::issue_origin(
+                shared,
+                agent,
+                account.as_str(),
+                &request.csr_der,
+                &domains,
+            )
+            .await?;
+            info!(agent_id = agent, certificate = %request.name, %account, "Origin CA certificate issued");
+            Ok(Some(pem))
+        }
+        Issuer::Acme(account) => {
+            match crate::acme::request(shared, agent, &spec, account.as_str(), &request.csr_der)
+                .await?
+            {
+                crate::acme::Answer::Issued(chain) => Ok(Some(chain)),
+                crate::acme::Answer::Pending(_) => Ok(None),
+                crate::acme::Answer::Failed(error) => Err(error),
+            }
+        }
+    }
+}

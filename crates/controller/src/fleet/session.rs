@@ -1,0 +1,413 @@
+//! One agent's `Connect` stream on the controller.
+//!
+//! Reading never waits on sending: what the controller has to say goes into a bounded,
+//! coalescing [`Outbox`] (the newest desired state, one answer per certificate, one identity
+//! certificate, one ping and one pong) that the response stream drains on its own, so an agent
+//! that stops reading cannot wedge this loop, and memory per agent stays bounded. Certificates
+//! are signed or ordered in tasks the session owns, so a slow CA or Cloudflare call never holds
+//! up reading either. Application pings ([`Liveness`]) end a stream whose agent stopped
+//! answering while the connection looks healthy.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gatehouse_common::{Liveness, Outbox};
+use gatehouse_proto::names::AgentId;
+use gatehouse_proto::v1::agent_message::Msg as Up;
+use gatehouse_proto::v1::controller_message::Msg as Down;
+use gatehouse_proto::v1::{
+    Ack, AgentMessage, CertificateError, CertificateRequest, ControllerMessage, Goodbye,
+    IdentityCertificate, IssuedCertificate, Ping, Pong,
+};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_stream::Stream;
+use tonic::{Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::store::OrderState;
+use crate::{Shared, now};
+
+/// How long a new stream may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Distinct messages that may wait for one agent (one key per certificate); past it the
+/// stream is closed.
+const OUTBOX_CAPACITY: usize = 4096;
+/// Certificate requests of one agent answered at the same time.
+const ISSUING: usize = 16;
+
+/// What a message in the outbox stands for: a newer message with the same key replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Desired,
+    /// The issued chain or the error for one certificate name.
+    Certificate(String),
+    Identity,
+    Ping,
+    Pong,
+    /// The last message: a goodbye or the error that ends the stream.
+    End,
+}
+
+type Message = Result<ControllerMessage, Status>;
+
+fn down(msg: Down) -> Message {
+    Ok(ControllerMessage { msg: Some(msg) })
+}
+
+/// Serves one agent's stream: returns the response stream and runs the session beside it.
+pub fn open(
+    shared: Arc<Shared>,
+    id: AgentId,
+    inbound: Streaming<AgentMessage>,
+) -> impl Stream<Item = Message> + Send + 'static {
+    let outbox = Outbox::new(OUTBOX_CAPACITY);
+    let counted = {
+        let shared = shared.clone();
+        outbox
+            .stream()
+            .inspect(move |m| shared.fleet.messages.sent(m))
+    };
+    let span = info_span!("stream", agent_id = %id);
+    let liveness = Liveness::new(shared.config.stream_timeout, Instant::now());
+    let session = Session {
+        shared,
+        id,
+        outbox,
+        liveness,
+        issuing: JoinSet::new(),
+        in_flight: HashSet::new(),
+        logged: HashMap::new(),
+        agent_generation: 0,
+        sent_generation: 0,
+        delivered: HashSet::new(),
+        since: now(),
+    };
+    tokio::spawn(session.run(inbound).instrument(span));
+    counted
+}
+
+/// One agent's stream.
+struct Session {
+    shared: Arc<Shared>,
+    id: AgentId,
+    outbox: Outbox<Key, Message>,
+    liveness: Liveness,
+    /// Certificate requests being answered: (name, revision) → the answer.
+    issuing: JoinSet<(CertificateRequest, Result<Option<String>, String>)>,
+    in_flight: HashSet<(String, u64)>,
+    /// Each item's error as last logged (`None`: applied).
+    logged: HashMap<String, Option<String>>,
+    /// The generation the agent says it has.
+    agent_generation: u64,
+    /// The generation last sent on this stream.
+    sent_generation: u64,
+    /// ACME orders whose certificate this stream pushed.
+    delivered: HashSet<String>,
+    /// When the stream opened: orders issued since are pushed.
+    since: i64,
+}
+
+/// Why a session ends.
+enum End {
+    /// The agent closed the stream, or another stream replaced this one.
+    Quiet,
+    /// The controller is going away, or the agent was revoked.
+    Cancelled,
+    Failed(Status),
+}
+
+impl Session {
+    fn push(&self, key: Key, msg: Message) -> Result<(), Status> {
+        self.outbox.push(key, msg).map_err(|e| {
+            warn!(error = %e, "closing the stream");
+            Status::resource_exhausted(e.to_string())
+        })
+    }
+
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(m))) => {
+                self.shared.fleet.messages.received(&m);
+                match m.msg {
+                    Some(Up::Hello(h)) => Some(h),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(hello) = hello else {
+            let refusal = Err(Status::invalid_argument("a stream must start with Hello"));
+            let _ = self.outbox.push(Key::End, refusal);
+            self.outbox.close();
+            return;
+        };
+        let agent = self.id.to_string();
+        let facts = hello.facts.unwrap_or_default();
+        let shared = self.shared.clone();
+        let store = &shared.store;
+        if let Err(e) = store
+            .agent_hello(
+                &agent,
+                &hello.version,
+                &facts,
+                hello.applied_generation,
+                now(),
+            )
+            .await
+        {
+            let _ = self.outbox.push(Key::End, Err(e.into()));
+            self.outbox.close();
+            return;
+        }
+        let ticket = self.shared.fleet.open(&agent, now());
+        info!(version = %hello.version, generation = hello.applied_generation, "agent connected");
+        self.agent_generation = hello.applied_generation;
+        let end = match self.sync().await {
+            Ok(()) => self.serve(&mut inbound, &ticket).await,
+            Err(status) => End::Failed(status),
+        };
+        self.shared.fleet.close(&agent, ticket.id);
+        self.issuing.abort_all();
+        let last = match end {
+            End::Quiet => None,
+            End::Failed(status) => Some(Err(status)),
+            End::Cancelled if self.shared.revoked.contains(&agent) => {
+                Some(Err(Status::permission_denied("this agent was revoked")))
+            }
+            End::Cancelled => Some(down(Down::Goodbye(Goodbye {
+                reason: "the controller is going away".into(),
+                reconnect: true,
+            }))),
+        };
+        if let Some(last) = last {
+            let _ = self.outbox.push(Key::End, last);
+        }
+        self.outbox.close();
+        let _ = store.agent_seen(&agent, self.agent_generation, now()).await;
+        info!("agent disconnected");
+    }
+
+    async fn serve(
+        &mut self,
+        inbound: &mut Streaming<AgentMessage>,
+        ticket: &super::SessionTicket,
+    ) -> End {
+        loop {
+            let wake = self.liveness.next_wake();
+            let result = tokio::select! {
+                biased;
+                _ = ticket.cancel.cancelled() => return End::Cancelled,
+                _ = tokio::time::sleep_until(wake) => self.tick(),
+                _ = ticket.changed.notified() => self.sync().await,
+                Some(done) = self.issuing.join_next(), if !self.issuing.is_empty() => match done {
+                    Ok((request, answer)) => self.answer(request, answer),
+                    Err(e) => {
+                        warn!(error = %e, "a certificate task failed");
+                        Ok(())
+                    }
+                },
+                message = inbound.message() => match message {
+                    Ok(Some(m)) => {
+                        self.shared.fleet.seen(self.id.as_str(), now());
+                        self.shared.fleet.messages.received(&m);
+                        self.handle(m).await
+                    }
+                    Ok(None) => return End::Quiet,
+                    Err(status) => {
+                        info!(error = %status.message(), "stream error");
+                        return End::Quiet;
+                    }
+                },
+            };
+            if let Err(status) = result {
+                return End::Failed(status);
+            }
+        }
+    }
+
+    /// Pings when due; ends the stream when the agent stopped answering.
+    fn tick(&mut self) -> Result<(), Status> {
+        let now = Instant::now();
+        if let Err(stalled) = self.liveness.check(now) {
+            info!(error = %stalled, "the agent stopped answering; closing its stream");
+            return Err(Status::unavailable(format!(
+                "the controller closed the stream: {stalled}"
+            )));
+        }
+        if let Some(nonce) = self.liveness.ping_due(now) {
+            self.push(Key::Ping, down(Down::Ping(Ping { nonce })))?;
+        }
+        Ok(())
+    }
+
+    /// Queues the newest desired state when the agent has another generation, and the ACME
+    /// certificates issued for it during this stream.
+    async fn sync(&mut self) -> Result<(), Status> {
+        self.sync_state().await?;
+        let orders = self
+            .shared
+            .store
+            .acme_orders(Some(self.id.as_str()))
+            .await?;
+        for order in orders {
+            if order.state != OrderState::Issued
+                || order.updated_at < self.since
+                || !self.delivered.insert(order.id.clone())
+            {
+                continue;
+            }
+            self.push(
+                Key::Certificate(order.certificate.clone()),
+                down(Down::Certificate(IssuedCertificate {
+                    name: order.certificate,
+                    revision: order.revision,
+                    chain_pem: order.chain_pem,
+                })),
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn sync_state(&mut self) -> Result<(), Status> {
+        let Some(latest) = self.shared.store.desired_latest(self.id.as_str()).await? else {
+            return Ok(());
+        };
+        if latest.generation != self.agent_generation && latest.generation != self.sent_generation {
+            self.sent_generation = latest.generation;
+            self.push(Key::Desired, down(Down::DesiredState(latest.state)))?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, message: AgentMessage) -> Result<(), Status> {
+        let agent = &self.id.to_string();
+        match message.msg {
+            Some(Up::Ack(ack)) => {
+                self.log_changes(&ack);
+                self.agent_generation = ack.generation;
+                let store = &self.shared.store;
+                store.agent_seen(agent, ack.generation, now()).await?;
+                let results: Vec<serde_json::Value> = ack
+                    .results
+                    .iter()
+                    .map(|r| serde_json::json!({"item": r.item, "ok": r.ok, "error": r.error}))
+                    .collect();
+                let json = serde_json::json!({
+                    "generation": ack.generation,
+                    "at": now(),
+                    "results": results,
+                });
+                store.agent_set_last_apply(agent, &json.to_string()).await?;
+                // An agent that went back (a rollback elsewhere) gets the newest again.
+                self.sync_state().await?;
+            }
+            Some(Up::Report(report)) => self.shared.fleet.report(agent, report, now()),
+            Some(Up::CertificateRequest(request)) => self.start_issuing(request).await?,
+            Some(Up::IdentityRenewal(renewal)) => {
+                let issued = self
+                    .shared
+                    .ca
+                    .issue_agent(
+                        &renewal.csr_der,
+                        &self.id,
+                        self.shared.config.agent_cert_lifetime,
+                        now(),
+                    )
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.shared
+                    .store
+                    .agent_set_certificate(agent, &issued.info.serial, issued.info.not_after)
+                    .await?;
+                info!(serial = %issued.info.serial, not_after = issued.info.not_after, "identity certificate renewed");
+                self.push(
+                    Key::Identity,
+                    down(Down::IdentityCertificate(IdentityCertificate {
+                        certificate_pem: issued.pem,
+                    })),
+                )?;
+            }
+            Some(Up::Ping(ping)) => {
+                self.push(Key::Pong, down(Down::Pong(Pong { nonce: ping.nonce })))?
+            }
+            Some(Up::Pong(pong)) => self.liveness.pong(pong.nonce),
+            Some(Up::Hello(_)) => warn!("ignoring a second Hello"),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Answers a certificate request in a task of this session; a request for a revision
+    /// already being answered is dropped (its answer is on the way).
+    async fn start_issuing(&mut self, request: CertificateRequest) -> Result<(), Status> {
+        if !self
+            .in_flight
+            .insert((request.name.clone(), request.revision))
+        {
+            debug!(certificate = %request.name, "already answering this request");
+            return Ok(());
+        }
+        while self.issuing.len() >= ISSUING {
+            if let Some(Ok((done, answer))) = self.issuing.join_next().await {
+                self.answer(done, answer)?;
+            }
+        }
+        let shared = self.shared.clone();
+        let agent = self.id.to_string();
+        self.issuing.spawn(async move {
+            let answer = crate::certificates::issue(&shared, &agent, &request).await;
+            (request, answer)
+        });
+        Ok(())
+    }
+
+    fn answer(
+        &mut self,
+        request: CertificateRequest,
+        answer: Result<Option<String>, String>,
+    ) -> Result<(), Status> {
+        self.in_flight
+            .remove(&(request.name.clone(), request.revision));
+        let reply = match answer {
+            Ok(None) => return Ok(()),
+            Ok(Some(chain_pem)) => Down::Certificate(IssuedCertificate {
+                name: request.name.clone(),
+                revision: request.revision,
+                chain_pem,
+            }),
+            Err(error) => {
+                info!(certificate = %request.name, revision = request.revision, error = %error, "cannot issue");
+                Down::CertificateError(CertificateError {
+                    name: request.name.clone(),
+                    revision: request.revision,
+                    error,
+                })
+            }
+        };
+        self.push(Key::Certificate(request.name), down(reply))
+    }
+
+    /// Logs each item whose result changed since this stream last logged it.
+    fn log_changes(&mut self, ack: &Ack) {
+        let mut seen = HashMap::with_capacity(ack.results.len());
+        for r in &ack.results {
+            let now = (!r.ok).then(|| r.error.clone());
+            let before = self.logged.get(&r.item).cloned().flatten();
+            if now != before {
+                match &now {
+                    Some(error) => {
+                        info!(generation = ack.generation, item = %r.item, error = %error, "not applied")
+                    }
+                    None if self.logged.contains_key(&r.item) => {
+                        info!(generation = ack.generation, item = %r.item, "applied")
+                    }
+                    None => {}
+                }
+            }
+            seen.insert(r.item.clone(), now);
+        }
+        self.logged = seen;
+    }
+}
