@@ -811,3 +811,61 @@ fn an_agent_restarted_mid_order_keeps_its_key_and_the_order_goes_on() {
         "the pending key stays after its certificate came"
     );
 }
+
+#[test]
+fn a_hundred_certificates_requested_at_once_all_reach_the_host_and_a_later_change_applies() {
+    let s = setup(Options::default());
+    assert!(s.create_account(&[]).success);
+    let started = std::time::Instant::now();
+    let names: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
+    // 100 `cert request` calls in about the time the CLI takes, 10 at a time.
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(10) {
+            let s = &s;
+            scope.spawn(move || {
+                for name in chunk {
+                    let domain = format!("{name}.example.com");
+                    let run = s.controller.ctl(&[
+                        "cert",
+                        "request",
+                        "--name",
+                        name,
+                        "--domain",
+                        &domain,
+                        "--account",
+                        "pebble",
+                        "--agent",
+                        &s.id,
+                    ]);
+                    assert!(run.success, "cert request {name}: {}", run.stderr);
+                }
+            });
+        }
+    });
+    wait_for(
+        "100 certificates on the host",
+        Duration::from_secs(240),
+        || {
+            let status = s.controller.ctl_json(&["agents", "status", &s.id]);
+            let installed = status["certificates"].as_array().map_or(0, Vec::len);
+            (installed == 100).then_some(())
+        },
+    );
+    eprintln!("100 ACME certificates installed in {:?}", started.elapsed());
+    let labelled = s
+        .controller
+        .ctl_json(&["agents", "label", &s.id, "after=burst"]);
+    let generation = labelled["desired_generation"].clone();
+    s.agent
+        .wait_status("the label change applied", Duration::from_secs(30), |st| {
+            st["applied_generation"] == generation && st["connected"] == true
+        });
+    // Every order issued once; no TXT record left behind.
+    let issued = s.orders().iter().filter(|o| o["state"] == "issued").count();
+    assert_eq!(issued, 100);
+    wait_for(
+        "the TXT records cleaned up",
+        Duration::from_secs(30),
+        || s.txt_records().is_empty().then_some(()),
+    );
+}

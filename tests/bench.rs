@@ -18,6 +18,8 @@ fn the_benchmark_prints_every_figure_for_a_tiny_fleet() {
             "2s",
             "--agent-window",
             "2s",
+            "--bursts",
+            "10",
         ])
         .output()
         .unwrap();
@@ -51,10 +53,15 @@ fn the_benchmark_prints_every_figure_for_a_tiny_fleet() {
         "reconnect_all_seconds",
         "agent_idle_rss_kib",
         "agent_idle_cpu_percent",
+        "burst_10_installed_seconds",
+        "burst_10_messages_per_certificate",
+        "burst_10_requests_per_certificate",
     ] {
         assert!(figures.contains_key(key), "{key} missing:\n{stdout}");
     }
     assert_eq!(figures["agents"], 12.0);
     assert!(figures["controller_rss_after_kib"] > 0.0 && figures["agent_idle_rss_kib"] > 0.0);
     assert!(figures["fanout_latency_max_ms"] >= figures["fanout_latency_p50_ms"]);
+    // One request per certificate revision, whatever the burst.
+    assert_eq!(figures["burst_10_requests_per_certificate"], 1.0);
 }

@@ -165,3 +165,38 @@ fn a_controller_on_postgresql_keeps_its_fleet_across_restarts() {
 fn agent_pid(agent: &Agent) -> i32 {
     agent.pid() as i32
 }
+
+#[test]
+fn healthz_says_503_while_the_store_refuses_writes_and_200_after() {
+    let pg = gatehouse_testkit::postgres::Postgres::start();
+    let dir = tempfile::Builder::new()
+        .prefix("gh-e2e-")
+        .tempdir()
+        .unwrap();
+    let controller = Controller::start_with(dir, "", Some(&pg.url));
+    assert_eq!(controller.http_get("/healthz"), (200, "ok\n".to_owned()));
+
+    // As after a failover to a read-only replica: reads work, writes do not.
+    pg.set_read_only(true);
+    let (_, body) = wait_for("/healthz turns 503", Duration::from_secs(20), || {
+        let (code, body) = controller.http_get("/healthz");
+        (code == 503).then_some((code, body))
+    });
+    assert!(body.contains("the store is not writable"), "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    // The controller answered: the CLI shows its message without guessing it is down.
+    let refused = controller.ctl(&["token", "create"]);
+    assert!(!refused.success);
+    assert!(refused.stderr.contains("store"), "{}", refused.stderr);
+    assert!(
+        !refused.stderr.contains("is the controller running"),
+        "{}",
+        refused.stderr
+    );
+
+    pg.set_read_only(false);
+    wait_for("/healthz turns 200", Duration::from_secs(20), || {
+        (controller.http_get("/healthz").0 == 200).then_some(())
+    });
+    assert!(controller.ctl(&["token", "create"]).success);
+}

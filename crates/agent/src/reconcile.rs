@@ -244,7 +244,10 @@ impl Host {
                 let wait = p.retry.next_delay().max(INSTALL_RETRY.0);
                 p.issued = Some(issued.chain_pem.clone());
                 p.retry_at = now + wait.as_secs() as i64;
-                let message = format!("cannot install the issued certificate: {e}");
+                let message = format!(
+                    "cannot install the issued certificate (attempt {}): {e}",
+                    p.retry.attempts()
+                );
                 self.failures
                     .lock()
                     .expect("failures lock")

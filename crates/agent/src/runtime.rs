@@ -63,8 +63,6 @@ pub(crate) enum SessionError {
     Closed(String),
     #[error("the stream stalled: {0}")]
     Stalled(String),
-    #[error("cannot persist the desired state: {0}")]
-    State(#[from] state::StateError),
 }
 
 /// What one pass over the host gives the stream.
@@ -120,6 +118,9 @@ pub struct Agent {
     last_results: Mutex<(u64, Vec<ItemResult>)>,
     /// Each item's error as last logged (`None`: applied), so a change is logged once.
     logged: Mutex<HashMap<String, Option<String>>>,
+    /// Why the applied state could not be saved for the next start (a full disk): it is
+    /// applied all the same, and saved again at every pass until that works.
+    unsaved: Mutex<Option<String>>,
 }
 
 /// The owner of site certificate files: Caddy's user, when the agent can chown to it.
@@ -190,6 +191,7 @@ impl Agent {
             host,
             last_results: Mutex::default(),
             logged: Mutex::default(),
+            unsaved: Mutex::default(),
             controller,
             status: Mutex::new(status),
             applied: Mutex::new(None),
@@ -368,16 +370,40 @@ impl Agent {
         });
     }
 
+    /// Saves the applied state for the next start; a failure is kept and shows as an item.
+    pub(crate) fn persist_applied(&self) {
+        let Some(desired) = self.applied.lock().expect("applied lock").clone() else {
+            return;
+        };
+        let result = state::save(&self.config.paths, &desired).map_err(|e| e.to_string());
+        let mut unsaved = self.unsaved.lock().expect("unsaved lock");
+        match result {
+            Ok(()) => *unsaved = None,
+            Err(e) => {
+                if unsaved.as_ref() != Some(&e) {
+                    warn!(generation = desired.generation, error = %e, "cannot save the desired state; it is applied all the same");
+                }
+                *unsaved = Some(e);
+            }
+        }
+    }
+
     /// One pass over the host for the applied state. The ack is there when the results
     /// differ from the last one sent; item changes are logged once each.
     pub(crate) async fn reconcile_applied(&self) -> Option<Pass> {
         let desired = self.applied.lock().expect("applied lock").clone()?;
+        if self.unsaved.lock().expect("unsaved lock").is_some() {
+            self.persist_applied();
+        }
         let generation = desired.generation;
         let outcome = self.host.reconcile(&desired, now_unix()).await;
+        let unsaved = self.unsaved.lock().expect("unsaved lock").clone();
         let mut results = vec![ItemResult {
             item: "settings/agent".into(),
-            ok: true,
-            error: String::new(),
+            ok: unsaved.is_none(),
+            error: unsaved.map_or_else(String::new, |e| {
+                format!("applied, but not saved for the next start: {e}")
+            }),
         }];
         results.extend(outcome.results);
         self.log_changes(generation, &results);

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::enroll::error_chain;
 use crate::identity::{self, Identity, PendingKey};
 use crate::runtime::{Agent, RECHECK, SessionError};
-use crate::{now_unix, random_below, state, transport};
+use crate::{now_unix, random_below, transport};
 
 /// The first wait before a certificate request is sent again without an answer.
 pub const REASK: Duration = Duration::from_secs(60);
@@ -285,8 +285,8 @@ impl Session<'_> {
             return Ok(());
         }
         info!(generation, "applying desired state");
-        state::save(&self.agent.config.paths, &desired)?;
         self.agent.set_applied(desired, "controller");
+        self.agent.persist_applied();
         self.dirty = true;
         Ok(())
     }

@@ -100,14 +100,14 @@ impl Drop for Controller {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
-fn line(key: &str, value: impl std::fmt::Display) {
+pub(crate) fn line(key: &str, value: impl std::fmt::Display) {
     println!("{key}: {value}");
 }
 
@@ -227,7 +227,7 @@ async fn admin(socket: &Path) -> anyhow::Result<AdminServiceClient<Channel>> {
     ))
 }
 
-async fn wait_until(
+pub(crate) async fn wait_until(
     what: &str,
     timeout: Duration,
     mut done: impl FnMut() -> bool,
@@ -254,15 +254,15 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .prefix("gatehouse-bench-")
         .tempdir()?;
     let agent_port = free_port();
+    let http_port = free_port();
     let config = dir.path().join("controller.toml");
     let socket = dir.path().join("admin.sock");
     std::fs::write(
         &config,
         format!(
             "data_dir = {:?}\nagent_listen = \"127.0.0.1:{agent_port}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
-             http_listen = \"127.0.0.1:{}\"\nadmin_socket = {:?}\nreport_interval = \"{}s\"\n",
+             http_listen = \"127.0.0.1:{http_port}\"\nadmin_socket = {:?}\nreport_interval = \"{}s\"\n",
             dir.path().join("controller").display().to_string(),
-            free_port(),
             free_port(),
             socket.display().to_string(),
             o.report_interval.as_secs(),
@@ -469,21 +469,35 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     .await?;
     line("agent_idle_rss_kib", agent_rss / 1024);
     line("agent_idle_cpu_percent", format!("{agent_cpu:.2}"));
+
+    let burst = crate::burst::Burst {
+        bin_dir: &bin_dir,
+        dir: dir.path(),
+        url: &url,
+        ca_hash: &ca_hash,
+        http_port,
+        concurrency: o.concurrency,
+    };
+    for &n in &o.bursts {
+        burst.run(&mut adm, n).await?;
+    }
     controller.stop();
     Ok(())
 }
 
-async fn real_agent(
+/// Enrolls and starts one real `gatehouse-agent` (Caddy off) under `dir/name`; returns the
+/// process and the agent's id.
+pub(crate) async fn spawn_real_agent(
     bin_dir: &Path,
     dir: &Path,
+    name: &str,
     adm: &mut AdminServiceClient<Channel>,
     url: &ControllerUrl,
     ca_hash: &str,
-    window: Duration,
-) -> anyhow::Result<(u64, f64)> {
-    let root = dir.join("agent-root");
+) -> anyhow::Result<(Child, String)> {
+    let root = dir.join(name);
     std::fs::create_dir_all(&root)?;
-    let config = dir.join("agent.toml");
+    let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
@@ -519,7 +533,12 @@ async fn real_agent(
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let mut child = Command::new(&agent)
+    let id = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(3)
+        .context("enroll names the agent")?
+        .to_owned();
+    let child = Command::new(&agent)
         .arg("--config")
         .arg(&config)
         .arg("run")
@@ -527,6 +546,18 @@ async fn real_agent(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
+    Ok((child, id))
+}
+
+async fn real_agent(
+    bin_dir: &Path,
+    dir: &Path,
+    adm: &mut AdminServiceClient<Channel>,
+    url: &ControllerUrl,
+    ca_hash: &str,
+    window: Duration,
+) -> anyhow::Result<(u64, f64)> {
+    let (mut child, _) = spawn_real_agent(bin_dir, dir, "agent-root", adm, url, ca_hash).await?;
     let pid = child.id();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let cpu0 = cpu_seconds(pid);

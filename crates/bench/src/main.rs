@@ -1,7 +1,9 @@
 //! `gatehouse-bench`: starts a real controller as its own process (SQLite store) and N
 //! simulated agents in this one process, each a real enrolled identity with its own mTLS
-//! `Connect` stream sending real `Report`s, and prints figures as `key: value` lines.
+//! `Connect` stream sending real `Report`s, and prints figures as `key: value` lines; then
+//! bursts of certificates for one real agent ([`burst`]).
 
+mod burst;
 mod fleet;
 mod proc_stats;
 
@@ -29,6 +31,10 @@ pub struct Options {
     /// Concurrent enrollments and admin calls.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Bursts of certificates requested at once for one real agent (internal CA), one run per
+    /// size.
+    #[arg(long, value_delimiter = ',', default_value = "100,500")]
+    pub bursts: Vec<usize>,
     /// Where the gatehouse binaries are (default: beside this one).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,

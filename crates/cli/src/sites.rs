@@ -168,9 +168,13 @@ pub enum CertCommand {
         /// A name it covers (repeatable; *.example.com for a wildcard).
         #[arg(long = "domain", required = true)]
         domains: Vec<String>,
-        /// The ACME account (see gatehousectl acme account list).
+        /// The ACME account (see gatehousectl acme account list); short for
+        /// `--issuer acme:ACCOUNT`.
+        #[arg(long, conflicts_with = "issuer")]
+        account: Option<String>,
+        /// Who signs it: `acme:ACCOUNT`, or `internal` (the controller's site CA).
         #[arg(long)]
-        account: String,
+        issuer: Option<String>,
         /// A host it is bound to (repeatable).
         #[arg(long = "agent", required = true)]
         agents: Vec<String>,
@@ -521,11 +525,19 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
             name,
             domains,
             account,
+            issuer,
             agents,
             key_type,
         } => {
             name.parse::<ResourceName>()
                 .map_err(|e| anyhow!("--name: {e}"))?;
+            let issuer = match (account, issuer) {
+                (Some(account), _) => format!("acme:{account}"),
+                (None, Some(issuer)) => issuer,
+                (None, None) => {
+                    bail!("say who signs it: --account ACME_ACCOUNT or --issuer internal")
+                }
+            };
             for d in &domains {
                 d.parse::<DomainName>()
                     .map_err(|e| anyhow!("--domain {d}: {e}"))?;
@@ -534,7 +546,7 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
                 .request_certificate(RequestCertificateRequest {
                     name: name.clone(),
                     domains,
-                    issuer: format!("acme:{account}"),
+                    issuer,
                     key_type: match key_type {
                         Key::P256 => KeyType::P256,
                         Key::Rsa2048 => KeyType::Rsa2048,

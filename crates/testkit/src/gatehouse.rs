@@ -42,6 +42,36 @@ impl Run {
     }
 }
 
+fn send_signal(pid: u32, signal: nix::sys::signal::Signal) {
+    assert!(pid != 0, "the process is not running");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
+}
+
+/// A plain HTTP/1.1 `GET` on loopback: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response)
+        .expect("read the response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
 /// A `gatehouse-controller run` process.
 #[derive(Debug)]
 pub struct Controller {
@@ -152,6 +182,30 @@ impl Controller {
     /// Everything it logged since its last start.
     pub fn log(&self) -> String {
         self.proc.as_ref().map(Proc::output).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the running process (SIGSTOP freezes it as a wedged peer would be).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self
+            .proc
+            .as_ref()
+            .map(Proc::pid)
+            .expect("the controller runs");
+        send_signal(pid, signal);
+    }
+
+    /// `GET path` on the HTTP port: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http_port, path)
+    }
+
+    /// A counter or gauge from `/metrics`, by its full series name as printed (for example
+    /// `gatehouse_stream_messages_total{direction="sent",kind="certificate"}`); 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Runs `gatehousectl --socket … ARGS`.
@@ -332,6 +386,11 @@ impl Agent {
     /// The running process's id (0 when not running).
     pub fn pid(&self) -> u32 {
         self.proc.as_ref().map_or(0, Proc::pid)
+    }
+
+    /// Sends `signal` to the running process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        send_signal(self.pid(), signal);
     }
 
     /// SIGTERM and wait.

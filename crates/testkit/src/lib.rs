@@ -9,6 +9,7 @@ pub mod pebble;
 pub mod postgres;
 pub mod process;
 pub mod systembox;
+pub mod tmpfs;
 
 use std::time::{Duration, Instant};
 

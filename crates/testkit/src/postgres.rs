@@ -124,6 +124,33 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Makes the database refuse every write (as after a failover to a read-only replica), or
+    /// take writes again: new transactions default to read-only, and the connections open now
+    /// are closed so that clients reconnect into that default.
+    pub fn set_read_only(&self, read_only: bool) {
+        let (admin, name) = match &self.shared {
+            Some((server, name)) => (server.clone(), name.clone()),
+            None => (self.url.clone(), "postgres".to_owned()),
+        };
+        let setting = if read_only {
+            format!("ALTER DATABASE {name} SET default_transaction_read_only = on")
+        } else {
+            format!("ALTER DATABASE {name} RESET default_transaction_read_only")
+        };
+        let close = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        );
+        let mut psql = Command::new(tool("psql"));
+        // This session itself may be in the read-only database.
+        let writable = "SET default_transaction_read_only = off";
+        psql.args([&admin, "-v", "ON_ERROR_STOP=1", "-c", writable]);
+        psql.args(["-c", &setting, "-c", &close]);
+        run(psql, "ALTER DATABASE");
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         if let Some((_, data)) = &self.cluster {
