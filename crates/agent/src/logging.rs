@@ -1,7 +1,9 @@
 //! Logging set-up shared by both daemons. `GATEHOUSE_LOG` is a tracing filter (default `info`).
 //! Started by systemd (`JOURNAL_STREAM` is set), logs go to journald with their structured
 //! fields (agent_id, generation, site, certificate…); otherwise to stderr, in colour only on a
-//! terminal. Secrets never reach a log line: the types that hold them print `***`.
+//! terminal. Secrets never reach a log line: the types that hold them print `***`. On stderr
+//! every field and message is escaped ([`gatehouse_proto::text::escape`]): text from callers
+//! and hosts cannot end a line, so one event is always one line.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -26,10 +28,26 @@ pub fn init() {
         return;
     }
     tracing_subscriber::fmt()
+        .fmt_fields(escaped_fields())
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// Formats fields as `name=value` (the message bare), every value escaped.
+pub fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        let text = gatehouse_proto::text::escape(&text);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
+        }
+    })
+    .delimited(" ")
 }
 
 fn program() -> String {

@@ -1,5 +1,6 @@
 //! `gatehousectl acme`: ACME accounts.
 
+use crate::output::say;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
@@ -110,7 +111,7 @@ pub async fn acme(client: &mut Client, cmd: AcmeCommand, out: Output) -> anyhow:
             if out == Output::Json {
                 output::json(&account_json(&a));
             } else {
-                println!(
+                say!(
                     "ACME account {} created at {}{}; use it with --tls acme:{}",
                     a.name,
                     a.directory_url,

@@ -1,5 +1,6 @@
 //! The commands: each builds a request, calls the admin API and prints the answer.
 
+use crate::output::say;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -293,7 +294,7 @@ async fn token(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow::R
                 v["token"] = json!(answer.token);
                 output::json(&v);
             } else {
-                println!("{}", answer.token);
+                say!("{}", answer.token);
                 eprintln!(
                     "join token {} expires {}; it works once. Enroll with:\n  gatehouse-agent enroll --controller https://CONTROLLER:7443 --ca-hash sha256:… --token {}",
                     info.id,
@@ -341,7 +342,7 @@ async fn token(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow::R
             if out == Output::Json {
                 output::json(&join_token_json(&t));
             } else {
-                println!("join token {} revoked", t.id);
+                say!("join token {} revoked", t.id);
             }
         }
     }
@@ -460,7 +461,7 @@ fn print_status(s: &AgentStatus, out: Output) {
         }));
         return;
     }
-    println!(
+    say!(
         "agent {} ({}): generation {} applied / {} desired, last apply {}",
         agent.id,
         agent.status,
@@ -468,7 +469,7 @@ fn print_status(s: &AgentStatus, out: Output) {
         agent.desired_generation,
         time(s.applied_at)
     );
-    println!();
+    say!();
     let rows = s
         .results
         .iter()
@@ -482,7 +483,7 @@ fn print_status(s: &AgentStatus, out: Output) {
         .collect::<Vec<_>>();
     output::table(&["ITEM", "RESULT", "ERROR"], &rows);
     if !s.certificates.is_empty() {
-        println!();
+        say!();
         let rows = s
             .certificates
             .iter()
@@ -497,7 +498,7 @@ fn print_status(s: &AgentStatus, out: Output) {
             .collect::<Vec<_>>();
         output::table(&["CERTIFICATE", "SERIAL", "EXPIRES", "PATH"], &rows);
     }
-    println!();
+    say!();
     let rows = s
         .history
         .iter()
@@ -516,11 +517,11 @@ fn print_status(s: &AgentStatus, out: Output) {
 fn print_agent(a: &Agent) {
     let now = now();
     let facts = a.facts.clone().unwrap_or_default();
-    println!("id:            {}", a.id);
-    println!("hostname:      {}", a.hostname);
-    println!("status:        {}", a.status);
-    println!("labels:        {}", labels_text(&a.labels));
-    println!(
+    say!("id:            {}", a.id);
+    say!("hostname:      {}", a.hostname);
+    say!("status:        {}", a.status);
+    say!("labels:        {}", labels_text(&a.labels));
+    say!(
         "version:       {}",
         if a.version.is_empty() {
             "-"
@@ -528,47 +529,47 @@ fn print_agent(a: &Agent) {
             &a.version
         }
     );
-    println!(
+    say!(
         "os:            {} ({}, kernel {})",
         facts.os, facts.arch, facts.kernel
     );
-    println!("enrolled:      {}", time(a.enrolled_at));
-    println!("last seen:     {}", relative(a.last_seen_at, now));
-    println!("connected:     {}", relative(a.connected_since, now));
-    println!(
+    say!("enrolled:      {}", time(a.enrolled_at));
+    say!("last seen:     {}", relative(a.last_seen_at, now));
+    say!("connected:     {}", relative(a.connected_since, now));
+    say!(
         "generation:    {} applied / {} desired",
         a.applied_generation, a.desired_generation
     );
-    println!(
+    say!(
         "certificate:   serial {}, expires {}",
         a.certificate_serial,
         time(a.certificate_not_after)
     );
     if a.revoked_at > 0 {
-        println!("revoked:       {}", time(a.revoked_at));
+        say!("revoked:       {}", time(a.revoked_at));
     }
     if let Some(m) = &a.metrics {
-        println!("cpu:           {:.1}%", m.cpu_percent);
-        println!(
+        say!("cpu:           {:.1}%", m.cpu_percent);
+        say!(
             "memory:        {} of {}",
             bytes(m.memory_used_bytes),
             bytes(m.memory_total_bytes)
         );
-        println!(
+        say!(
             "swap:          {} of {}",
             bytes(m.swap_used_bytes),
             bytes(m.swap_total_bytes)
         );
-        println!(
+        say!(
             "load:          {:.2} {:.2} {:.2}",
             m.load_1, m.load_5, m.load_15
         );
-        println!(
+        say!(
             "uptime:        {}",
             humantime::format_duration(Duration::from_secs(m.uptime_seconds))
         );
         for fs in &m.filesystems {
-            println!(
+            say!(
                 "filesystem:    {} {} free of {}",
                 fs.mount_point,
                 bytes(fs.available_bytes),
@@ -576,7 +577,7 @@ fn print_agent(a: &Agent) {
             );
         }
         for i in &m.interfaces {
-            println!(
+            say!(
                 "interface:     {} rx {} tx {}",
                 i.name,
                 bytes(i.rx_bytes),
@@ -600,7 +601,7 @@ async fn api_tokens(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> a
                 v["token"] = json!(answer.token);
                 output::json(&v);
             } else {
-                println!("{}", answer.token);
+                say!("{}", answer.token);
                 eprintln!(
                     "API token {} ({}, role {}); it is shown only now.",
                     info.id, info.name, info.role
@@ -647,7 +648,7 @@ async fn api_tokens(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> a
             if out == Output::Json {
                 output::json(&api_token_json(&t));
             } else {
-                println!("API token {} revoked", t.id);
+                say!("API token {} revoked", t.id);
             }
         }
     }

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gatehousectl: {e:#}");
+            eprintln!("gatehousectl: {}", output::escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

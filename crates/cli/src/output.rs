@@ -2,8 +2,25 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Prints rows under a header, columns padded to the widest cell.
+pub use gatehouse_proto::text::escape;
+
+/// `println!` for people: the whole line is escaped, since it may show stored text that a host
+/// or another caller chose (our own format strings hold no control characters).
+macro_rules! say {
+    () => { println!() };
+    ($($arg:tt)*) => { println!("{}", $crate::output::escape(&format!($($arg)*))) };
+}
+pub(crate) use say;
+
+/// Prints rows under a header, columns padded to the widest cell. Every cell is escaped
+/// ([`escape`]): stored text from hosts and callers cannot move the cursor, forge a row or
+/// rewrite the terminal.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| escape(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! `gatehousectl site …` and `gatehousectl cert …`.
 
+use crate::output::say;
 use anyhow::{anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use gatehouse_proto::names::{DomainName, ResourceName};
@@ -464,7 +465,7 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
                     &json!({"agent_id": a.id, "certificate": name, "desired_generation": a.desired_generation}),
                 );
             } else {
-                println!(
+                say!(
                     "certificate {name} on agent {agent}: a new key and certificate are on their way (generation {})",
                     a.desired_generation
                 );
@@ -565,7 +566,7 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
                 }));
             } else {
                 for a in &answer.agents {
-                    println!(
+                    say!(
                         "certificate {name} on agent {} (generation {}): the host makes a key, \
                          then the order starts; follow it with gatehousectl cert list",
                         a.id, a.desired_generation
@@ -583,7 +584,7 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
             if out == Output::Json {
                 output::json(&order_json(&o));
             } else {
-                println!(
+                say!(
                     "certificate {} (serial {}) of order {} revoked; agent {} gets a new one",
                     o.certificate, o.serial, o.id, o.agent_id
                 );
@@ -599,7 +600,7 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
             if out == Output::Json {
                 output::json(&order_json(&o));
             } else {
-                println!("order {}: the next attempt starts now", o.id);
+                say!("order {}: the next attempt starts now", o.id);
             }
             Ok(())
         }
@@ -656,25 +657,25 @@ fn show_order(o: &CertificateOrder, out: Output) {
         return;
     }
     let now = now();
-    println!("order:        {}", o.id);
-    println!("agent:        {}", o.agent_id);
-    println!("certificate:  {} (revision {})", o.certificate, o.revision);
-    println!("account:      acme:{}", o.account);
-    println!("domains:      {}", o.domains.join(", "));
-    println!("state:        {}", o.state);
+    say!("order:        {}", o.id);
+    say!("agent:        {}", o.agent_id);
+    say!("certificate:  {} (revision {})", o.certificate, o.revision);
+    say!("account:      acme:{}", o.account);
+    say!("domains:      {}", o.domains.join(", "));
+    say!("state:        {}", o.state);
     if o.state == "issued" {
-        println!("serial:       {}", o.serial);
-        println!(
+        say!("serial:       {}", o.serial);
+        say!(
             "valid:        {} to {}",
             output::time(o.not_before),
             output::time(o.not_after)
         );
     }
     if !o.last_error.is_empty() {
-        println!("last error:   {}", o.last_error);
+        say!("last error:   {}", o.last_error);
     }
     if o.state != "issued" && o.failures > 0 {
-        println!(
+        say!(
             "next attempt: {} (failure {} in a row)",
             output::relative(o.next_attempt_at, now),
             o.failures
@@ -682,10 +683,10 @@ fn show_order(o: &CertificateOrder, out: Output) {
     }
     let note = order_note(o, now);
     if !note.is_empty() && o.state == "issued" {
-        println!("note:         {note}");
+        say!("note:         {note}");
     }
     for record in &o.txt_records {
-        println!("dns-01 txt:   {record}");
+        say!("dns-01 txt:   {record}");
     }
 }
 
@@ -728,19 +729,19 @@ fn print_site(s: &Site, out: Output) -> anyhow::Result<()> {
         return Ok(());
     }
     let spec = s.spec.clone().unwrap_or_default();
-    println!("site:        {} (agent {})", spec.name, s.agent_id);
-    println!("domains:     {}", spec.domains.join(", "));
-    println!("upstreams:   {}", spec.upstreams.join(", "));
-    println!("tls:         {}", tls_text(&spec));
-    println!(
+    say!("site:        {} (agent {})", spec.name, s.agent_id);
+    say!("domains:     {}", spec.domains.join(", "));
+    say!("upstreams:   {}", spec.upstreams.join(", "));
+    say!("tls:         {}", tls_text(&spec));
+    say!(
         "port:        {}",
         if spec.port == 0 { 443 } else { spec.port }
     );
     if !s.fqdn.is_empty() {
-        println!("cloudflare:  {} ({})", s.fqdn, s.cloudflare_state);
+        say!("cloudflare:  {} ({})", s.fqdn, s.cloudflare_state);
     }
-    println!("generation:  {}", s.generation);
-    println!(
+    say!("generation:  {}", s.generation);
+    say!(
         "state:       {}{}",
         s.state,
         if s.error.is_empty() {
@@ -750,7 +751,7 @@ fn print_site(s: &Site, out: Output) -> anyhow::Result<()> {
         }
     );
     if let Some(c) = &s.certificate {
-        println!(
+        say!(
             "certificate: serial {}, expires {}, {}",
             c.serial,
             time(c.not_after),
@@ -818,7 +819,7 @@ pub async fn cloudflare(
                     &json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id}),
                 );
             } else {
-                println!(
+                say!(
                     "Cloudflare account {} added (token {} verified)",
                     a.name, a.token_id
                 );

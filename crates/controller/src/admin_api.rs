@@ -1,6 +1,7 @@
 //! The admin gRPC service. Callers are root on the local Unix socket, or bearer API tokens over
 //! TLS with a role. Every mutating call is written to the audit log, refusals included.
 
+use gatehouse_proto::text::escape;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,12 +174,13 @@ pub async fn audit(
     target: &str,
     error: Option<&str>,
 ) {
+    // Targets and errors carry callers' text: one entry is one line, whatever they sent.
     let entry = AuditRow {
         at_ms: now_ms(),
-        actor: actor.label(),
+        actor: escape(&actor.label()).into_owned(),
         action: action.to_owned(),
-        target: target.to_owned(),
-        result: error.map_or_else(|| "ok".to_owned(), |e| format!("error: {e}")),
+        target: escape(target).into_owned(),
+        result: error.map_or_else(|| "ok".to_owned(), |e| format!("error: {}", escape(e))),
     };
     info!(actor = %entry.actor, action, target, result = %entry.result, "audit");
     if let Err(e) = shared.store.audit_insert(&random_id(20), &entry).await {

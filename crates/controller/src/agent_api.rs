@@ -71,10 +71,6 @@ fn peer_agent<T>(request: &Request<T>, allow_expired: bool) -> Result<(AgentId, 
     Ok((id, cert))
 }
 
-/// Hostnames are shown, never used as names: keep them short and printable.
-fn display_hostname(name: &str) -> String {
-    name.chars().filter(|c| !c.is_control()).take(253).collect()
-}
 
 impl AgentApi {
     async fn live_agent(&self, id: &AgentId) -> Result<AgentRow, Status> {
@@ -121,10 +117,11 @@ impl AgentService for AgentApi {
             .expect("random ids have the agent id shape");
         let issued = self.issue(&req.csr_der, &id)?;
         let now = now();
-        let facts = req.facts.unwrap_or_default();
+        let mut facts = req.facts.unwrap_or_default();
+        crate::fleet::clean::facts(&mut facts);
         let agent = AgentRow {
             id: id.to_string(),
-            hostname: display_hostname(&facts.hostname),
+            hostname: facts.hostname.clone(),
             labels: row.labels.clone(),
             enrolled_at: now,
             revoked_at: None,

@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod names;
 pub mod spec;
+pub mod text;
 
 /// Generated protobuf and gRPC code for `gatehouse.v1`.
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]

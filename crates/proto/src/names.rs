@@ -187,7 +187,7 @@ pub fn parse_label_arg(arg: &str) -> Result<(String, String), NameError> {
 
 /// A DNS name as it may appear in a certificate or a Caddy site address: lowercase LDH labels of
 /// 1–63 characters, at most 253 characters in all, IDNA names in their `xn--` form, and `*` only
-/// as the whole leftmost label. Input is lowercased.
+/// as the whole leftmost label, no trailing dot (one canonical form). Input is lowercased.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DomainName(String);
 
@@ -218,7 +218,13 @@ impl FromStr for DomainName {
         if s.contains("..") {
             return Err(err("must not contain an empty label ('..')"));
         }
-        let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+        // One canonical form: the root's empty label is not written.
+        if s.ends_with('.') {
+            return Err(err(
+                "must not end with '.' (an empty last label): write example.com, not example.com.",
+            ));
+        }
+        let name = s.to_ascii_lowercase();
         if name.len() > 253 {
             return Err(err("must be at most 253 characters"));
         }
@@ -529,13 +535,12 @@ mod tests {
             "xn--bcher-kva.example",
             "a-b.c1.io",
             "localhost",
-            "example.com.",
         ] {
             let d: DomainName = good.parse().unwrap_or_else(|e| panic!("{good}: {e}"));
             assert_eq!(d.as_str(), d.as_str().to_ascii_lowercase());
         }
         assert_eq!(
-            "Example.COM.".parse::<DomainName>().unwrap().as_str(),
+            "Example.COM".parse::<DomainName>().unwrap().as_str(),
             "example.com"
         );
         let long_label = format!("{}.com", "a".repeat(64));
@@ -549,6 +554,9 @@ mod tests {
             ("a/b.com", "'/'"),
             ("a..b.com", "'..'"),
             ("..example.com", "'..'"),
+            ("example.com.", "must not end with '.'"),
+            (".", "must not end with '.'"),
+            (".example.com", "1 to 63"),
             ("www.*.example.com", "leftmost"),
             ("*", "parent domain"),
             ("-a.com", "start or end"),

@@ -17,10 +17,11 @@ pub struct SpecError {
 }
 
 impl SpecError {
+    /// Both parts may hold a caller's text: they are kept escaped (one visible line).
     fn new(item: &str, reason: impl fmt::Display) -> Self {
         Self {
-            item: item.to_owned(),
-            reason: reason.to_string(),
+            item: crate::text::escape(item).into_owned(),
+            reason: crate::text::escape(&reason.to_string()).into_owned(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and one latest-wins "desired state changed" signal per agent (never a queue). Each stream
 //! is served by a [`session`].
 
+pub mod clean;
 pub mod session;
 
 use std::collections::HashMap;

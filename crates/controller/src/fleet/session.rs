@@ -145,7 +145,8 @@ impl Session {
             return;
         };
         let agent = self.id.to_string();
-        let facts = hello.facts.unwrap_or_default();
+        let mut facts = hello.facts.unwrap_or_default();
+        super::clean::facts(&mut facts);
         let shared = self.shared.clone();
         let store = &shared.store;
         if let Err(e) = store
@@ -285,7 +286,8 @@ impl Session {
     async fn handle(&mut self, message: AgentMessage) -> Result<(), Status> {
         let agent = &self.id.to_string();
         match message.msg {
-            Some(Up::Ack(ack)) => {
+            Some(Up::Ack(mut ack)) => {
+                super::clean::ack(&mut ack);
                 self.log_changes(&ack);
                 self.agent_generation = ack.generation;
                 let store = &self.shared.store;
@@ -304,7 +306,10 @@ impl Session {
                 // An agent that went back (a rollback elsewhere) gets the newest again.
                 self.sync_state().await?;
             }
-            Some(Up::Report(report)) => self.shared.fleet.report(agent, report, now()),
+            Some(Up::Report(mut report)) => {
+                super::clean::report(&mut report);
+                self.shared.fleet.report(agent, report, now());
+            }
             Some(Up::CertificateRequest(request)) => self.start_issuing(request).await?,
             Some(Up::IdentityRenewal(renewal)) => {
                 let issued = self
