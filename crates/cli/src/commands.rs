@@ -531,14 +531,17 @@ fn print_agent(a: &Agent) {
     );
     say!(
         "os:            {} ({}, kernel {})",
-        facts.os, facts.arch, facts.kernel
+        facts.os,
+        facts.arch,
+        facts.kernel
     );
     say!("enrolled:      {}", time(a.enrolled_at));
     say!("last seen:     {}", relative(a.last_seen_at, now));
     say!("connected:     {}", relative(a.connected_since, now));
     say!(
         "generation:    {} applied / {} desired",
-        a.applied_generation, a.desired_generation
+        a.applied_generation,
+        a.desired_generation
     );
     say!(
         "certificate:   serial {}, expires {}",
@@ -562,7 +565,9 @@ fn print_agent(a: &Agent) {
         );
         say!(
             "load:          {:.2} {:.2} {:.2}",
-            m.load_1, m.load_5, m.load_15
+            m.load_1,
+            m.load_5,
+            m.load_15
         );
         say!(
             "uptime:        {}",

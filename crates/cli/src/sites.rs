@@ -569,7 +569,8 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
                     say!(
                         "certificate {name} on agent {} (generation {}): the host makes a key, \
                          then the order starts; follow it with gatehousectl cert list",
-                        a.id, a.desired_generation
+                        a.id,
+                        a.desired_generation
                     );
                 }
             }
@@ -586,7 +587,10 @@ pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow:
             } else {
                 say!(
                     "certificate {} (serial {}) of order {} revoked; agent {} gets a new one",
-                    o.certificate, o.serial, o.id, o.agent_id
+                    o.certificate,
+                    o.serial,
+                    o.id,
+                    o.agent_id
                 );
             }
             Ok(())
@@ -821,7 +825,8 @@ pub async fn cloudflare(
             } else {
                 say!(
                     "Cloudflare account {} added (token {} verified)",
-                    a.name, a.token_id
+                    a.name,
+                    a.token_id
                 );
             }
         }

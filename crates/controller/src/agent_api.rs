@@ -12,7 +12,7 @@ use gatehouse_proto::v1::{
     RenewResponse, WhoAmIRequest, WhoAmIResponse,
 };
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::secrets::{JOIN_PREFIX, Token, random_id};
@@ -71,40 +71,9 @@ fn peer_agent<T>(request: &Request<T>, allow_expired: bool) -> Result<(AgentId, 
     Ok((id, cert))
 }
 
-
 impl AgentApi {
-    async fn live_agent(&self, id: &AgentId) -> Result<AgentRow, Status> {
-        let row = self
-            .shared
-            .store
-            .agent_get(id.as_str())
-            .await?
-            .ok_or_else(|| {
-                Status::permission_denied("this agent is not known to the controller")
-            })?;
-        if row.revoked_at.is_some() {
-            return Err(Status::permission_denied("this agent was revoked"));
-        }
-        Ok(row)
-    }
-
-    fn issue(&self, csr_der: &[u8], id: &AgentId) -> Result<crate::ca::Issued, Status> {
-        self.shared
-            .ca
-            .issue_agent(csr_der, id, self.shared.config.agent_cert_lifetime, now())
-            .map_err(|e| Status::invalid_argument(e.to_string()))
-    }
-}
-
-type ConnectStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AgentService for AgentApi {
-    async fn enroll(
-        &self,
-        request: Request<EnrollRequest>,
-    ) -> Result<Response<EnrollResponse>, Status> {
-        let req = request.into_inner();
+    /// One enrollment: the token redeemed, the CSR signed, the agent stored.
+    async fn enroll_one(&self, req: EnrollRequest) -> Result<EnrollResponse, Status> {
         let token = Token::parse(JOIN_PREFIX, &req.token).map_err(Status::invalid_argument)?;
         let store = &self.shared.store;
         let row = store
@@ -142,11 +111,71 @@ impl AgentService for AgentApi {
         };
         store.enroll_agent(&token.id, &agent, &first, now).await??;
         info!(agent_id = %id, token = %token.id, hostname = %agent.hostname, "agent enrolled");
-        Ok(Response::new(EnrollResponse {
+        Ok(EnrollResponse {
             agent_id: id.to_string(),
             certificate_pem: issued.pem,
             ca_pem: self.shared.ca.cert_pem().to_owned(),
-        }))
+        })
+    }
+
+    async fn live_agent(&self, id: &AgentId) -> Result<AgentRow, Status> {
+        let row = self
+            .shared
+            .store
+            .agent_get(id.as_str())
+            .await?
+            .ok_or_else(|| {
+                Status::permission_denied("this agent is not known to the controller")
+            })?;
+        if row.revoked_at.is_some() {
+            return Err(Status::permission_denied("this agent was revoked"));
+        }
+        Ok(row)
+    }
+
+    fn issue(&self, csr_der: &[u8], id: &AgentId) -> Result<crate::ca::Issued, Status> {
+        self.shared
+            .ca
+            .issue_agent(csr_der, id, self.shared.config.agent_cert_lifetime, now())
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+type ConnectStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        // Failed attempts are counted per source address; past the limit an address is
+        // refused before its token is looked at, and other addresses are not held back.
+        let source = request
+            .extensions()
+            .get::<Peer>()
+            .and_then(|p| p.remote)
+            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+        let limit = &self.shared.failed_enrollments;
+        if let Err(refused) = limit.check(&source, now()) {
+            if refused.first {
+                warn!(source = %source, limit = refused.limit, "failed enrollments throttled");
+            }
+            return Err(Status::resource_exhausted(format!(
+                "too many failed enrollments from {source} in the last minute; try again in {} s",
+                refused.retry_in
+            )));
+        }
+        let result = self.enroll_one(request.into_inner()).await;
+        if let Err(status) = &result
+            && matches!(
+                status.code(),
+                Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied
+            )
+        {
+            limit.record(&source, now());
+        }
+        result.map(Response::new)
     }
 
     async fn renew(

@@ -106,10 +106,27 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// Parses a DER CSR and checks its signature; only its public key is used.
+/// The keys a CSR may carry (what the signature check accepts).
+const ACCEPTED_KEYS: &str = "P-256, P-384, Ed25519 or RSA of 2048 to 8192 bits";
+
+/// Parses a DER CSR and checks its signature; only its public key is used. A key the
+/// signature check cannot accept is named as such, not as a bad signature.
 fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, CaError> {
+    use x509_parser::prelude::{FromDer, X509CertificationRequest};
+    use x509_parser::public_key::PublicKey;
+    if let Ok((_, csr)) = X509CertificationRequest::from_der(csr_der)
+        && let Ok(PublicKey::RSA(rsa)) = csr.certification_request_info.subject_pki.parsed()
+    {
+        let bits = rsa.key_size();
+        if !(2048..=8192).contains(&bits) {
+            let why = if bits < 2048 { "too weak" } else { "too large" };
+            return Err(CaError::BadCsr(format!(
+                "its key is RSA-{bits}, which is {why}: use {ACCEPTED_KEYS}"
+            )));
+        }
+    }
     CertificateSigningRequestParams::from_der(&csr_der.into())
-        .map_err(|e| CaError::BadCsr(e.to_string()))
+        .map_err(|e| CaError::BadCsr(format!("{e} (accepted keys: {ACCEPTED_KEYS})")))
 }
 
 impl Ca {
@@ -296,6 +313,28 @@ impl Ca {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `openssl req -newkey rsa:1024`: a valid signature over a key too weak to accept.
+    const RSA_1024_CSR: &str = "MIIBTjCBuAIBADAPMQ0wCwYDVQQDDAR3ZWFrMIGfMA0GCSqGSIb3DQEBAQUAA4GN\
+ADCBiQKBgQDTfWJgii+ds1Bww/WV0rXNrnuMoKd54k11f7Q57fLPBCREv58yPuCx\
+2WaX5pY9oCE+8XvMyDQETSNxX22d0j+lpZBtziGGs9kV+q99RMEQJNujRvU9VMc/\
+Y7OifTwfPvyyE51/gzjM5cpYPWEMoqzVRe0HQMDsqi5nzLA1S4QqfQIDAQABoAAw\
+DQYJKoZIhvcNAQELBQADgYEAoZT8iOyNxi0w1d39kce4MlRhZxoZEidjutYfnCLP\
+2RSUIDWfRKpsis45cFmmLOILFAlluN16wXzkqTmrXURUSq2rb6oSGytCj9rGOFR8\
+kddiZMuR9R2zSbz5z9qgXNLCLqM/2voDUsYFu7qmdaBnzpr7kzbPNho9u0GqQ16y\
+NKk=";
+
+    #[test]
+    fn a_weak_rsa_key_is_named_as_such_not_as_a_bad_signature() {
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(RSA_1024_CSR)
+            .unwrap();
+        let e = parse_csr(&der).unwrap_err().to_string();
+        assert!(e.contains("RSA-1024, which is too weak"), "{e}");
+        assert!(e.contains("P-256"), "{e}");
+        assert!(!e.contains("signature"), "{e}");
+    }
     use gatehouse_agent::identity::PendingKey;
 
     #[tokio::test]

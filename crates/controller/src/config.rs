@@ -49,6 +49,9 @@ struct RawConfig {
     acme_propagation_timeout: Option<String>,
     stream_timeout: Option<String>,
     issuance_limit: Option<u32>,
+    first_request_timeout: Option<String>,
+    idle_connection_timeout: Option<String>,
+    enroll_failure_limit: Option<u32>,
 }
 
 /// The controller's validated configuration.
@@ -85,6 +88,14 @@ pub struct Config {
     /// How many certificates the controller signs (or orders) per agent and certificate name
     /// in any minute, whatever the agent asks.
     pub issuance_limit: u32,
+    /// A TLS connection (agent or admin port) that sends no request this long after its
+    /// handshake is closed.
+    pub first_request_timeout: Duration,
+    /// A connection with no request open and nothing read for this long is closed.
+    pub idle_connection_timeout: Duration,
+    /// Failed enrollments one source address may make in any minute before it is refused
+    /// without looking at its token.
+    pub enroll_failure_limit: u32,
 }
 
 impl Config {
@@ -108,6 +119,9 @@ impl Config {
             acme_propagation_timeout: Duration::from_secs(300),
             stream_timeout: Duration::from_secs(60),
             issuance_limit: 10,
+            first_request_timeout: Duration::from_secs(10),
+            idle_connection_timeout: Duration::from_secs(300),
+            enroll_failure_limit: 20,
             data_dir: data_dir.to_owned(),
         }
     }
@@ -254,6 +268,21 @@ impl Config {
             if c.stream_timeout < Duration::from_secs(1) {
                 return Err(field("stream_timeout", "must be at least 1s".into()));
             }
+        }
+        if let Some(d) = raw.first_request_timeout {
+            c.first_request_timeout = duration("first_request_timeout", d)?;
+        }
+        if let Some(d) = raw.idle_connection_timeout {
+            c.idle_connection_timeout = duration("idle_connection_timeout", d)?;
+        }
+        if let Some(n) = raw.enroll_failure_limit {
+            if n == 0 {
+                return Err(field(
+                    "enroll_failure_limit",
+                    "must be at least 1 (failed enrollments per address per minute)".into(),
+                ));
+            }
+            c.enroll_failure_limit = n;
         }
         if let Some(n) = raw.issuance_limit {
             if n == 0 {

@@ -12,6 +12,9 @@ pub mod config;
 pub mod dev;
 pub mod fleet;
 pub mod http;
+pub mod idle;
+pub mod limit;
+pub mod local;
 pub mod secrets;
 pub mod server;
 pub mod sites;
@@ -36,7 +39,9 @@ pub struct Shared {
     /// Wakes the ACME worker (a new order, a retry).
     pub acme_wake: tokio::sync::Notify,
     /// Certificates signed per agent and name per minute.
-    pub issuance: certificates::limit::IssuanceLimit,
+    pub issuance: limit::PerMinute,
+    /// Failed enrollments per source address per minute.
+    pub failed_enrollments: limit::PerMinute,
 }
 
 impl Shared {

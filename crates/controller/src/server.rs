@@ -9,7 +9,6 @@ use gatehouse_proto::v1::admin_service_server::AdminServiceServer;
 use gatehouse_proto::v1::agent_service_server::AgentServiceServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tracing::{error, info};
@@ -83,13 +82,29 @@ impl Running {
     }
 }
 
+/// Creates the data directory 0700 whatever the umask, and narrows an existing one to that:
+/// it holds the store, with the sealed CA key, token hashes and the audit log.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        info!(dir = %dir.display(), was = format!("{mode:o}"), "the data directory is now 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Starts a controller; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let path_err = |path: &std::path::Path| {
         let path = path.to_owned();
         move |source| StartError::Path { path, source }
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(path_err(&config.data_dir))?;
+    private_dir(&config.data_dir).map_err(path_err(&config.data_dir))?;
     let key = MasterKey::load_or_create(&config.master_key_file)?;
     let store = Store::open(&config.database).await?;
     let ca = Ca::load_or_create(&store, &key, CaKind::Identity, now()).await?;
@@ -137,7 +152,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let socket = bind_admin_socket(&config.admin_socket)?;
 
     let admin_socket = config.admin_socket.clone();
-    let issuance = crate::certificates::limit::IssuanceLimit::new(config.issuance_limit);
+    let issuance = crate::limit::PerMinute::new(config.issuance_limit);
+    let failed_enrollments = crate::limit::PerMinute::new(config.enroll_failure_limit);
     let shared = Arc::new(Shared {
         store,
         ca,
@@ -149,18 +165,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         state_changes: tokio::sync::Mutex::new(()),
         acme_wake: tokio::sync::Notify::new(),
         issuance,
+        failed_enrollments,
     });
 
     let mut tasks = JoinSet::new();
     let agent_service = AgentServiceServer::new(AgentApi::new(shared.clone()));
     let admin_service = AdminServiceServer::new(AdminApi::new(shared.clone()));
-    let agent_incoming = tls::incoming(agent_listener, agent_tls, shutdown.clone());
-    let admin_incoming = tls::incoming(admin_listener, admin_tls, shutdown.clone());
+    let limits = crate::idle::Limits {
+        first_request: shared.config.first_request_timeout,
+        idle: shared.config.idle_connection_timeout,
+    };
+    let agent_incoming = tls::incoming(agent_listener, agent_tls, limits, shutdown.clone());
+    let admin_incoming = tls::incoming(admin_listener, admin_tls, limits, shutdown.clone());
     let s = shutdown.clone();
     tasks.spawn(async move {
         let served = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .layer(crate::idle::TrackLayer)
             .add_service(agent_service)
             .serve_with_incoming_shutdown(agent_incoming, s.cancelled_owned())
             .await;
@@ -172,6 +194,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let admin = admin_service.clone();
     tasks.spawn(async move {
         let served = Server::builder()
+            .layer(crate::idle::TrackLayer)
             .add_service(admin)
             .serve_with_incoming_shutdown(admin_incoming, s.cancelled_owned())
             .await;
@@ -202,7 +225,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tasks.spawn(async move {
         let served = Server::builder()
             .add_service(admin_service)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(socket), s.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                crate::local::incoming(socket, s.clone()),
+                s.cancelled_owned(),
+            )
             .await;
         if let Err(e) = served {
             error!("admin socket failed: {e}");

@@ -167,13 +167,17 @@ pub struct Peer {
     pub remote: Option<SocketAddr>,
     /// The verified client certificate, when one was presented.
     pub certificate: Option<CertInfo>,
+    /// The connection's requests, for closing it when idle.
+    pub activity: Option<Arc<crate::idle::Activity>>,
 }
 
-/// A TLS connection with its verified peer, as tonic sees it.
+/// A TLS connection with its verified peer, as tonic sees it; closed when it does nothing
+/// ([`crate::idle`]).
 #[derive(Debug)]
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     peer: Peer,
+    watch: crate::idle::Watch,
 }
 
 impl Connected for TlsConn {
@@ -189,7 +193,21 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.watch.read();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.watch.poll_expired(cx) => {
+                let error = self.watch.error();
+                debug!(remote = ?self.peer.remote, error = %error, "closing an idle connection");
+                Poll::Ready(Err(error))
+            }
+            other => other,
+        }
     }
 }
 
@@ -220,10 +238,12 @@ impl AsyncWrite for TlsConn {
 }
 
 /// Accepts TCP connections on `listener` and yields finished TLS handshakes. Each handshake
-/// runs in its own task with a 10 s limit, so a slow client delays no one else.
+/// runs in its own task with a 10 s limit, so a slow client delays no one else; a connection
+/// that then does nothing is closed after `limits`.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
+    limits: crate::idle::Limits,
     shutdown: CancellationToken,
 ) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
     let (tx, rx) = mpsc::channel(256);
@@ -254,11 +274,19 @@ pub fn incoming(
                             .peer_certificates()
                             .and_then(|c| c.first())
                             .and_then(|c| CertInfo::from_der(c).ok());
+                        let (watch, activity) = crate::idle::Watch::new(limits);
                         let peer = Peer {
                             remote: Some(remote),
                             certificate,
+                            activity: Some(activity),
                         };
-                        let _ = tx.send(Ok(TlsConn { stream, peer })).await;
+                        let _ = tx
+                            .send(Ok(TlsConn {
+                                stream,
+                                peer,
+                                watch,
+                            }))
+                            .await;
                     }
                     Ok(Err(e)) => debug!(%remote, "TLS handshake failed: {e}"),
                     Err(_) => debug!(%remote, "TLS handshake timed out"),

@@ -1,8 +1,6 @@
 //! Certificates for keys made on hosts: answering an agent's CSR from the controller's own
 //! spec of that certificate (never from the CSR), through the internal CA, Cloudflare's
-//! Origin CA or an ACME order, and at most [`limit::IssuanceLimit`] per agent and name.
-
-pub mod limit;
+//! Origin CA or an ACME order, and at most `issuance_limit` per agent and name per minute.
 
 use gatehouse_proto::spec::{Certificate, Issuer};
 use gatehouse_proto::v1::CertificateRequest;
@@ -14,10 +12,14 @@ use crate::{Shared, now};
 /// Counts one issuance for `agent` and certificate `name`, or refuses it (audited once per
 /// refused minute).
 pub async fn admit(shared: &Shared, agent: &str, name: &str) -> Result<(), String> {
-    match shared.issuance.check(agent, name, now()) {
+    match shared.issuance.take(&format!("{agent}/{name}"), now()) {
         Ok(()) => Ok(()),
         Err(refused) => {
-            let message = refused.to_string();
+            let message = format!(
+                "refused: {} certificates of this name were already issued to this agent in the \
+                 last minute (issuance_limit); try again in {} s",
+                refused.limit, refused.retry_in
+            );
             if refused.first {
                 warn!(
                     agent_id = agent,

@@ -36,7 +36,9 @@ fn hex_shaped(text: &str) -> bool {
 }
 
 fn path_shaped(text: &str) -> bool {
-    text.starts_with('/') && text.len() <= 4096 && !text.chars().any(gatehouse_proto::text::is_unsafe)
+    text.starts_with('/')
+        && text.len() <= 4096
+        && !text.chars().any(gatehouse_proto::text::is_unsafe)
 }
 
 /// A Linux interface name: 1–15 bytes, no '/', no whitespace or control characters.
@@ -83,7 +85,9 @@ pub fn facts(facts: &mut HostFacts) {
     facts.os = bounded(&facts.os, 128);
     facts.kernel = bounded(&facts.kernel, 128);
     facts.arch = bounded(&facts.arch, 32);
-    facts.addresses.retain(|a| a.parse::<std::net::IpAddr>().is_ok());
+    facts
+        .addresses
+        .retain(|a| a.parse::<std::net::IpAddr>().is_ok());
 }
 
 #[cfg(test)]
@@ -114,7 +118,10 @@ mod tests {
             let r = &a.results[0];
             assert!(r.item.starts_with("invalid/"), "{}", r.item);
             for text in [&r.item, &r.error] {
-                assert!(!text.chars().any(gatehouse_proto::text::is_unsafe), "{text:?}");
+                assert!(
+                    !text.chars().any(gatehouse_proto::text::is_unsafe),
+                    "{text:?}"
+                );
             }
             assert!(r.error.chars().count() <= ERROR_MAX + 1);
         }

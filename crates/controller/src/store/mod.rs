@@ -52,6 +52,40 @@ pub enum StoreError {
     NotFound(String),
 }
 
+/// Makes the SQLite database and its `-wal` and `-shm` files 0600 whatever the umask: the file
+/// is created 0600 before SQLite opens it (SQLite gives its side files the database's mode),
+/// and files an earlier run left wider are narrowed.
+fn sqlite_files_private(url: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    let path = std::path::Path::new(path);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Attaches the operation's name to a sqlx error.
 pub(crate) trait QueryContext<T> {
     fn op(self, op: &'static str) -> Result<T, StoreError>;
@@ -101,6 +135,9 @@ impl Store {
             source,
         };
         let is_sqlite = url.starts_with("sqlite:");
+        if is_sqlite {
+            sqlite_files_private(url).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        }
         let url = if is_sqlite && !url.contains('?') {
             format!("{url}?mode=rwc")
         } else {
