@@ -488,6 +488,8 @@ async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
         "a b.example.test",
         "*.*.example.test",
         "bad..example.test",
+        "trailing.example.test.",
+        ".empty-first.example.test",
     ];
     // gatehousectl refuses before sending anything.
     for domain in hostile {

@@ -1,8 +1,8 @@
 //! Connections that hold a file descriptor without doing anything. A client that completes the
 //! TLS handshake and then sends nothing (no HTTP/2 preface, no request) is closed after
-//! `first_request_timeout`; one with no request open and nothing read for
-//! `idle_connection_timeout` is closed too. An agent's stream is a request that stays open and
-//! carries pings, so it is never idle.
+//! `first_request_timeout`; one with no request open for `idle_connection_timeout` is closed
+//! too, whatever else it sends (HTTP/2 pings do not keep it). A connection with a request open (an agent's
+//! stream) is never closed as idle: the stream's own pings and HTTP/2 keepalive judge it.
 //!
 //! [`Activity`] is shared by a connection ([`Watch`], inside [`crate::tls::TlsConn`]) and the
 //! requests on it ([`TrackLayer`], which counts open requests until their response ends).
@@ -23,7 +23,7 @@ use crate::tls::Peer;
 pub struct Limits {
     /// From the handshake to the first request.
     pub first_request: Duration,
-    /// With no request open: since the last request ended or the last bytes came in.
+    /// With no request open: since the last request ended.
     pub idle: Duration,
 }
 
@@ -83,7 +83,6 @@ impl Drop for RequestGuard {
 pub struct Watch {
     activity: Arc<Activity>,
     limits: Limits,
-    last_read: Instant,
     timer: Pin<Box<Sleep>>,
 }
 
@@ -95,15 +94,9 @@ impl Watch {
         let watch = Self {
             activity: activity.clone(),
             limits,
-            last_read: now,
             timer: Box::pin(tokio::time::sleep_until(now + limits.first_request)),
         };
         (watch, activity)
-    }
-
-    /// Bytes came in.
-    pub fn read(&mut self) {
-        self.last_read = Instant::now();
     }
 
     fn deadline(&self) -> Instant {
@@ -111,13 +104,11 @@ impl Watch {
         if a.started.load(Ordering::SeqCst) == 0 {
             return a.epoch + self.limits.first_request;
         }
-        let ended = a.epoch + Duration::from_millis(a.ended_ms.load(Ordering::SeqCst));
-        let since = if a.open.load(Ordering::SeqCst) > 0 {
-            self.last_read
-        } else {
-            self.last_read.max(ended)
-        };
-        since + self.limits.idle
+        if a.open.load(Ordering::SeqCst) > 0 {
+            // Looked at again later: the request may have ended by then.
+            return Instant::now() + self.limits.idle;
+        }
+        a.epoch + Duration::from_millis(a.ended_ms.load(Ordering::SeqCst)) + self.limits.idle
     }
 
     /// Whether the connection should be closed now; otherwise the timer is armed with `cx`.
@@ -239,16 +230,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_open_request_keeps_it_while_bytes_come_in() {
-        let (mut watch, activity) = Watch::new(LIMITS);
+    async fn an_open_request_keeps_it_and_the_idle_time_counts_from_its_end() {
+        let (watch, activity) = Watch::new(LIMITS);
         let guard = activity.start();
-        tokio::time::advance(Duration::from_secs(50)).await;
-        watch.read();
-        assert_eq!(watch.deadline(), Instant::now() + LIMITS.idle);
-        // Once the request ended, the idle time counts from then.
+        // Nothing read for far longer than the idle time: the request is open.
+        tokio::time::advance(LIMITS.idle * 10).await;
+        assert!(watch.deadline() > Instant::now());
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(guard);
         let ended = Instant::now();
         assert!(watch.deadline() >= ended + LIMITS.idle - Duration::from_millis(1));
+        assert!(watch.deadline() <= ended + LIMITS.idle);
     }
 }

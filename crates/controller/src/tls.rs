@@ -193,21 +193,14 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.watch.read();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if self.watch.poll_expired(cx) => {
-                let error = self.watch.error();
-                debug!(remote = ?self.peer.remote, error = %error, "closing an idle connection");
-                Poll::Ready(Err(error))
-            }
-            other => other,
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        // Looked at on every poll, so a client that keeps sending cannot dodge it.
+        if self.watch.poll_expired(cx) {
+            let error = self.watch.error();
+            debug!(remote = ?self.peer.remote, error = %error, "closing an idle connection");
+            return Poll::Ready(Err(error));
         }
+        read
     }
 }
 

@@ -79,6 +79,11 @@ fn certificate_shaped(c: &CertificateInventory) -> bool {
         && c.domains.iter().all(|d| d.parse::<DomainName>().is_ok())
 }
 
+/// An agent's version as it says it: visible text on one line.
+pub fn version(text: &str) -> String {
+    bounded(text, 64)
+}
+
 /// Cleans host facts in place: each one visible text on one line.
 pub fn facts(facts: &mut HostFacts) {
     facts.hostname = bounded(&facts.hostname, 253);

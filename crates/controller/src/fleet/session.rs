@@ -147,6 +147,7 @@ impl Session {
         let agent = self.id.to_string();
         let mut facts = hello.facts.unwrap_or_default();
         super::clean::facts(&mut facts);
+        let version = super::clean::version(&hello.version);
         let shared = self.shared.clone();
         let store = &shared.store;
         if let Err(e) = store
@@ -164,7 +165,7 @@ impl Session {
             return;
         }
         let ticket = self.shared.fleet.open(&agent, now());
-        info!(version = %hello.version, generation = hello.applied_generation, "agent connected");
+        info!(version = %version, generation = hello.applied_generation, "agent connected");
         self.agent_generation = hello.applied_generation;
         let end = match self.sync().await {
             Ok(()) => self.serve(&mut inbound, &ticket).await,
