@@ -40,7 +40,7 @@ fn wait_item_error(controller: &Controller, id: &str, item_name: &str, what: &st
         || {
             let s = controller.ctl_json(&["agents", "status", id]);
             let i = item(&s, item_name)?;
-            (i["ok"] == false && i["error"].as_str()?.contains(what)).then_some(s)
+            (i["state"] == "failed" && i["message"].as_str()?.contains(what)).then_some(s)
         },
     )
 }
@@ -77,7 +77,7 @@ fn a_full_disk_is_the_items_error_signs_at_most_the_limit_and_converges_once_fre
             .as_array()?
             .iter()
             .any(|c| c["name"] == "big");
-        (installed && item(&s, "certificate/big")?["ok"] == true).then_some(())
+        (installed && item(&s, "certificate/big")?["state"] == "applied").then_some(())
     });
     assert_eq!(signed(&controller), 1.0);
 

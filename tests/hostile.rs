@@ -82,16 +82,12 @@ async fn a_hosts_acks_and_reports_cannot_write_to_the_operators_terminal_or_the_
         .enumerate()
         .flat_map(|(i, bad)| {
             [
-                ItemResult {
-                    item: format!("site/s{i}{bad}"),
-                    ok: false,
-                    error: (*bad).into(),
-                },
-                ItemResult {
-                    item: format!("certificate/c{i}"),
-                    ok: false,
-                    error: format!("cannot install: {bad}"),
-                },
+                ItemResult::failed("site", &format!("s{i}{bad}"), bad),
+                ItemResult::failed(
+                    "certificate",
+                    &format!("c{i}"),
+                    format!("cannot install: {bad}"),
+                ),
             ]
         })
         .collect();

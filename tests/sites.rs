@@ -225,7 +225,7 @@ fn a_site_with_an_internal_certificate_serves_through_caddy() {
 
     let status = f.controller.ctl_json(&["agents", "status", &f.id]);
     let results = status["results"].as_array().unwrap();
-    assert!(results.iter().all(|r| r["ok"] == true), "{status}");
+    assert!(results.iter().all(|r| r["state"] == "applied"), "{status}");
     assert!(results.iter().any(|r| r["item"] == "site/www-example-test"));
     let www = status["certificates"]
         .as_array()
@@ -342,7 +342,7 @@ fn a_failing_apply_keeps_the_old_sites_serving_and_reports_the_error() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["item"] == "site/b" && r["ok"] == false),
+            .any(|r| r["item"] == "site/b" && r["state"] == "failed"),
         "{status}"
     );
     f.controller

@@ -102,7 +102,7 @@ fn two_hundred_internal_certificates_over_five_agents_all_arrive() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .all(|r| r["ok"] == true),
+                .all(|r| r["state"] == "applied"),
             "{}",
             status(&controller, id)
         );

@@ -98,20 +98,19 @@ pub struct Host {
     failures: Mutex<HashMap<String, String>>,
 }
 
-fn ok(item: String) -> ItemResult {
-    ItemResult {
-        item,
-        ok: true,
-        error: String::new(),
-    }
+/// An item of the desired state: its kind and name.
+type Item = (&'static str, String);
+
+fn ok(item: Item) -> ItemResult {
+    ItemResult::applied(item.0, &item.1)
 }
 
-fn failed(item: String, error: impl ToString) -> ItemResult {
-    ItemResult {
-        item,
-        ok: false,
-        error: error.to_string(),
-    }
+fn pending(item: Item, why: impl ToString) -> ItemResult {
+    ItemResult::pending(item.0, &item.1, why)
+}
+
+fn failed(item: Item, error: impl ToString) -> ItemResult {
+    ItemResult::failed(item.0, &item.1, error)
 }
 
 /// Whether an installed certificate is the one `spec` asks for.
@@ -313,12 +312,13 @@ impl Host {
         let valid = ValidState::from_state(state);
         let mut out = Outcome::default();
         for e in &valid.errors {
-            out.results.push(failed(e.item.clone(), &e.reason));
+            let (kind, name) = e.item.split_once('/').unwrap_or((&e.item, ""));
+            out.results.push(ItemResult::failed(kind, name, &e.reason));
         }
         let current = match self.certs.current() {
             Ok(c) => c,
             Err(e) => {
-                out.results.push(failed("certificates".into(), e));
+                out.results.push(failed(("certificates", String::new()), e));
                 BTreeMap::new()
             }
         };
@@ -339,7 +339,7 @@ impl Host {
             }
         }
         for cert in &valid.certificates {
-            let item = format!("certificate/{}", cert.name);
+            let item: Item = ("certificate", cert.name.to_string());
             match self.retry_install(cert, now) {
                 Some(Ok(c)) => {
                     usable.insert(cert.name.to_string(), c);
@@ -376,7 +376,7 @@ impl Host {
             out.results.push(match (installed, failure) {
                 (Some(_), _) => ok(item),
                 (None, Some(e)) => failed(item, format!("issuance failed: {e}")),
-                (None, None) => failed(item, "waiting for the certificate from the controller"),
+                (None, None) => pending(item, "waiting for the certificate from the controller"),
             });
         }
 
@@ -407,7 +407,7 @@ impl Host {
         let Some(caddy) = &self.caddy else {
             for site in &valid.sites {
                 out.results.push(failed(
-                    format!("site/{}", site.name),
+                    ("site", site.name.to_string()),
                     "Caddy is not managed on this host (caddy.enabled = false)",
                 ));
             }
@@ -416,7 +416,7 @@ impl Host {
         let observed = match caddy.observe() {
             Ok(o) => o,
             Err(e) => {
-                out.results.push(failed("caddy".into(), e));
+                out.results.push(failed(("caddy", String::new()), e));
                 return;
             }
         };
@@ -425,7 +425,7 @@ impl Host {
         let mut site_items = Vec::new();
         for site in &valid.sites {
             let file = caddy::file_name(site.name.as_str());
-            let item = format!("site/{}", site.name);
+            let item: Item = ("site", site.name.to_string());
             let cert = match &site.tls {
                 SiteTls::Certificate(name) => match usable.get(name.as_str()) {
                     Some(c) => Some(c),
@@ -435,7 +435,7 @@ impl Host {
                             desired.insert(file, old.clone());
                         }
                         out.results
-                            .push(failed(item, format!("waiting for certificate {name}")));
+                            .push(pending(item, format!("waiting for certificate {name}")));
                         continue;
                     }
                 },

@@ -116,8 +116,9 @@ pub struct Agent {
     pub(crate) host: Host,
     /// The results last sent in an Ack, to send again only when they change.
     last_results: Mutex<(u64, Vec<ItemResult>)>,
-    /// Each item's error as last logged (`None`: applied), so a change is logged once.
-    logged: Mutex<HashMap<String, Option<String>>>,
+    /// Each item's state and message as last logged (`None`: applied), so a change is logged
+    /// once.
+    logged: Mutex<HashMap<String, Option<(&'static str, String)>>>,
     /// Why the applied state could not be saved for the next start (a full disk): it is
     /// applied all the same, and saved again at every pass until that works.
     unsaved: Mutex<Option<String>>,
@@ -398,12 +399,13 @@ impl Agent {
         let generation = desired.generation;
         let outcome = self.host.reconcile(&desired, now_unix()).await;
         let unsaved = self.unsaved.lock().expect("unsaved lock").clone();
-        let mut results = vec![ItemResult {
-            item: "settings/agent".into(),
-            ok: unsaved.is_none(),
-            error: unsaved.map_or_else(String::new, |e| {
-                format!("applied, but not saved for the next start: {e}")
-            }),
+        let mut results = vec![match unsaved {
+            None => ItemResult::applied("settings", "agent"),
+            Some(e) => ItemResult::failed(
+                "settings",
+                "agent",
+                format!("applied, but not saved for the next start: {e}"),
+            ),
         }];
         results.extend(outcome.results);
         self.log_changes(generation, &results);
@@ -429,18 +431,21 @@ impl Agent {
         let mut logged = self.logged.lock().expect("logged lock");
         let mut seen = HashMap::new();
         for r in results {
-            let now = (!r.ok).then(|| r.error.clone());
-            let before = logged.get(&r.item).cloned().flatten();
+            let item = r.item();
+            let now = (!r.is_applied()).then(|| (r.item_state().word(), r.message.clone()));
+            let before = logged.get(&item).cloned().flatten();
             if now != before {
                 match &now {
-                    Some(error) => info!(generation, item = %r.item, error = %error, "not applied"),
-                    None if logged.contains_key(&r.item) => {
-                        info!(generation, item = %r.item, "applied")
+                    Some((state, why)) => {
+                        info!(generation, item = %item, state, why = %why, "not applied")
+                    }
+                    None if logged.contains_key(&item) => {
+                        info!(generation, item = %item, "applied")
                     }
                     None => {}
                 }
             }
-            seen.insert(r.item.clone(), now);
+            seen.insert(item, now);
         }
         *logged = seen;
     }

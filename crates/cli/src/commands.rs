@@ -452,7 +452,10 @@ fn print_status(s: &AgentStatus, out: Output) {
             "agent": agent_json(&agent),
             "applied_generation": s.applied_generation,
             "applied_at": s.applied_at,
-            "results": s.results.iter().map(|r| json!({"item": r.item, "ok": r.ok, "error": r.error})).collect::<Vec<_>>(),
+            "results": s.results.iter().map(|r| json!({
+                "item": r.item(), "kind": r.kind, "name": r.name,
+                "state": r.item_state().word(), "message": r.message,
+            })).collect::<Vec<_>>(),
             "certificates": s.certificates.iter().map(crate::sites::inventory_json).collect::<Vec<_>>(),
             "history": s.history.iter().map(|h| json!({
                 "generation": h.generation, "created_at": h.created_at,
@@ -475,13 +478,13 @@ fn print_status(s: &AgentStatus, out: Output) {
         .iter()
         .map(|r| {
             vec![
-                r.item.clone(),
-                if r.ok { "ok".into() } else { "failed".into() },
-                r.error.clone(),
+                r.item(),
+                r.item_state().word().to_owned(),
+                r.message.clone(),
             ]
         })
         .collect::<Vec<_>>();
-    output::table(&["ITEM", "RESULT", "ERROR"], &rows);
+    output::table(&["ITEM", "STATE", "MESSAGE"], &rows);
     if !s.certificates.is_empty() {
         say!();
         let rows = s

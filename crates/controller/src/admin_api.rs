@@ -370,35 +370,16 @@ impl AdminApi {
         crate::change_desired(&self.shared, agent_id, change).await
     }
 
-    async fn last_apply(&self, agent_id: &str) -> Result<(u64, i64, Vec<ApplyResult>), Status> {
+    async fn last_apply(&self, agent_id: &str) -> Result<(u64, i64, Vec<ItemResult>), Status> {
         let row = self
             .shared
             .store
             .agent_get(agent_id)
             .await?
             .ok_or_else(|| Status::not_found(format!("no agent {agent_id:?}")))?;
-        if row.last_apply.is_empty() {
-            return Ok((0, 0, Vec::new()));
-        }
-        let v: serde_json::Value = serde_json::from_str(&row.last_apply)
-            .map_err(|_| Status::internal("stored apply result is damaged"))?;
-        let results = v["results"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| ApplyResult {
-                        item: r["item"].as_str().unwrap_or_default().to_owned(),
-                        ok: r["ok"].as_bool().unwrap_or(false),
-                        error: r["error"].as_str().unwrap_or_default().to_owned(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok((
-            v["generation"].as_u64().unwrap_or(0),
-            v["at"].as_i64().unwrap_or(0),
-            results,
-        ))
+        Ok(row
+            .last_apply
+            .map_or((0, 0, Vec::new()), |r| (r.generation, r.at, r.items())))
     }
 
     /// The sites of one agent as the API shows them.

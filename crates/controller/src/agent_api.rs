@@ -100,7 +100,7 @@ impl AgentApi {
             applied_generation: 0,
             version: String::new(),
             facts: Some(facts),
-            last_apply: String::new(),
+            last_apply: None,
             domain: String::new(),
         };
         let first = DesiredState {

@@ -3,7 +3,7 @@
 
 use gatehouse_proto::spec::{Site, SiteTls, ValidState};
 use gatehouse_proto::v1::{
-    ApplyResult, CertificateInventory, CertificateSpec, DesiredState, KeyType, SiteSpec,
+    CertificateInventory, CertificateSpec, DesiredState, ItemResult, KeyType, SiteSpec,
 };
 
 /// Why a change was refused; shown to the caller as is.
@@ -177,15 +177,13 @@ pub fn site_state(
     name: &str,
     site_generation: u64,
     applied_generation: u64,
-    results: &[ApplyResult],
+    results: &[ItemResult],
 ) -> (String, String) {
     if applied_generation < site_generation {
         return ("pending".into(), String::new());
     }
-    match results.iter().find(|r| r.item == format!("site/{name}")) {
-        Some(r) if r.ok => ("applied".into(), String::new()),
-        Some(r) if r.error.starts_with("waiting for") => ("pending".into(), r.error.clone()),
-        Some(r) => ("failed".into(), r.error.clone()),
+    match results.iter().find(|r| r.kind == "site" && r.name == name) {
+        Some(r) => (r.item_state().word().into(), r.message.clone()),
         None => ("pending".into(), String::new()),
     }
 }
@@ -306,21 +304,9 @@ mod tests {
     #[test]
     fn site_states() {
         let results = vec![
-            ApplyResult {
-                item: "site/a".into(),
-                ok: true,
-                error: String::new(),
-            },
-            ApplyResult {
-                item: "site/b".into(),
-                ok: false,
-                error: "caddy validate rejected".into(),
-            },
-            ApplyResult {
-                item: "site/c".into(),
-                ok: false,
-                error: "waiting for certificate c".into(),
-            },
+            ItemResult::applied("site", "a"),
+            ItemResult::failed("site", "b", "caddy validate rejected"),
+            ItemResult::pending("site", "c", "waiting for certificate c"),
         ];
         assert_eq!(site_state("a", 3, 2, &results).0, "pending");
         assert_eq!(site_state("a", 3, 3, &results).0, "applied");

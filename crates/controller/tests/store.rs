@@ -41,7 +41,7 @@ fn agent(id: &str) -> AgentRow {
         applied_generation: 0,
         version: String::new(),
         facts: None,
-        last_apply: String::new(),
+        last_apply: None,
         domain: String::new(),
     }
 }
@@ -160,14 +160,18 @@ async fn check_everything(store: Store) {
         .map(|d| d.generation)
         .collect();
     assert_eq!(history, [3, 2]);
-    store
-        .agent_set_last_apply("agent1", r#"{"generation":3}"#)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.agent_get("agent1").await.unwrap().unwrap().last_apply,
-        r#"{"generation":3}"#
-    );
+    let ack = gatehouse_proto::v1::Ack {
+        generation: 3,
+        results: vec![
+            gatehouse_proto::v1::ItemResult::applied("site", "www"),
+            gatehouse_proto::v1::ItemResult::pending("certificate", "www", "waiting"),
+        ],
+    };
+    let record = gatehouse_controller::store::ApplyRecord::new(&ack, 77);
+    store.agent_set_last_apply("agent1", &record).await.unwrap();
+    let stored = store.agent_get("agent1").await.unwrap().unwrap().last_apply;
+    assert_eq!(stored.as_ref(), Some(&record));
+    assert_eq!(stored.unwrap().items(), ack.results);
 
     // Agents: hello, progress, certificate, revocation.
     let facts = gatehouse_proto::v1::HostFacts {

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod names;
+pub mod results;
 pub mod spec;
 pub mod text;
 

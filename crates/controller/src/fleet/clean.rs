@@ -22,13 +22,12 @@ fn bounded(text: &str, max: usize) -> String {
     cut
 }
 
-/// An item is `kind` or `kind/name`: a lowercase word, then a resource name.
-fn item_shaped(item: &str) -> bool {
-    let (kind, name) = item.split_once('/').unwrap_or((item, "agent"));
+/// An item's kind is a lowercase word, its name a resource name or nothing.
+fn item_shaped(kind: &str, name: &str) -> bool {
     !kind.is_empty()
         && kind.len() <= 32
         && kind.bytes().all(|b| b.is_ascii_lowercase())
-        && name.parse::<ResourceName>().is_ok()
+        && (name.is_empty() || name.parse::<ResourceName>().is_ok())
 }
 
 fn hex_shaped(text: &str) -> bool {
@@ -52,10 +51,11 @@ fn interface_shaped(text: &str) -> bool {
 /// Cleans an acknowledgement in place.
 pub fn ack(ack: &mut Ack) {
     for r in &mut ack.results {
-        if !item_shaped(&r.item) {
-            r.item = format!("invalid/{}", bounded(&r.item, 80));
+        if !item_shaped(&r.kind, &r.name) {
+            r.name = bounded(&r.item(), 80);
+            r.kind = "invalid".into();
         }
-        r.error = bounded(&r.error, ERROR_MAX);
+        r.message = bounded(&r.message, ERROR_MAX);
     }
 }
 
@@ -113,34 +113,30 @@ mod tests {
         for bad in HOSTILE {
             let mut a = Ack {
                 generation: 1,
-                results: vec![ItemResult {
-                    item: format!("site/{bad}"),
-                    ok: false,
-                    error: bad.repeat(1000),
-                }],
+                results: vec![
+                    ItemResult::failed("site", bad, bad.repeat(1000)),
+                    ItemResult::failed(bad, "www", "x"),
+                ],
             };
             ack(&mut a);
-            let r = &a.results[0];
-            assert!(r.item.starts_with("invalid/"), "{}", r.item);
-            for text in [&r.item, &r.error] {
-                assert!(
-                    !text.chars().any(gatehouse_proto::text::is_unsafe),
-                    "{text:?}"
-                );
+            for r in &a.results {
+                assert_eq!(r.kind, "invalid", "{r:?}");
+                for text in [&r.name, &r.message] {
+                    assert!(
+                        !text.chars().any(gatehouse_proto::text::is_unsafe),
+                        "{text:?}"
+                    );
+                }
+                assert!(r.message.chars().count() <= ERROR_MAX + 1);
             }
-            assert!(r.error.chars().count() <= ERROR_MAX + 1);
         }
         let mut fine = Ack {
             generation: 1,
-            results: vec![ItemResult {
-                item: "certificate/www".into(),
-                ok: false,
-                error: "waiting".into(),
-            }],
+            results: vec![ItemResult::pending("certificate", "www", "waiting")],
         };
         ack(&mut fine);
-        assert_eq!(fine.results[0].item, "certificate/www");
-        assert!(item_shaped("settings/agent") && item_shaped("caddy"));
+        assert_eq!(fine.results[0].item(), "certificate/www");
+        assert!(item_shaped("settings", "agent") && item_shaped("caddy", ""));
     }
 
     #[test]

@@ -98,8 +98,8 @@ struct Session {
     /// Certificate requests being answered: (name, revision) → the answer.
     issuing: JoinSet<(CertificateRequest, Result<Option<String>, String>)>,
     in_flight: HashSet<(String, u64)>,
-    /// Each item's error as last logged (`None`: applied).
-    logged: HashMap<String, Option<String>>,
+    /// Each item's state and message as last logged (`None`: applied).
+    logged: HashMap<String, Option<(&'static str, String)>>,
     /// The generation the agent says it has.
     agent_generation: u64,
     /// The generation last sent on this stream.
@@ -293,17 +293,8 @@ impl Session {
                 self.agent_generation = ack.generation;
                 let store = &self.shared.store;
                 store.agent_seen(agent, ack.generation, now()).await?;
-                let results: Vec<serde_json::Value> = ack
-                    .results
-                    .iter()
-                    .map(|r| serde_json::json!({"item": r.item, "ok": r.ok, "error": r.error}))
-                    .collect();
-                let json = serde_json::json!({
-                    "generation": ack.generation,
-                    "at": now(),
-                    "results": results,
-                });
-                store.agent_set_last_apply(agent, &json.to_string()).await?;
+                let record = crate::store::ApplyRecord::new(&ack, now());
+                store.agent_set_last_apply(agent, &record).await?;
                 // An agent that went back (a rollback elsewhere) gets the newest again.
                 self.sync_state().await?;
             }
@@ -399,20 +390,21 @@ impl Session {
     fn log_changes(&mut self, ack: &Ack) {
         let mut seen = HashMap::with_capacity(ack.results.len());
         for r in &ack.results {
-            let now = (!r.ok).then(|| r.error.clone());
-            let before = self.logged.get(&r.item).cloned().flatten();
+            let item = r.item();
+            let now = (!r.is_applied()).then(|| (r.item_state().word(), r.message.clone()));
+            let before = self.logged.get(&item).cloned().flatten();
             if now != before {
                 match &now {
-                    Some(error) => {
-                        info!(generation = ack.generation, item = %r.item, error = %error, "not applied")
+                    Some((state, why)) => {
+                        info!(generation = ack.generation, item = %item, state, why = %why, "not applied")
                     }
-                    None if self.logged.contains_key(&r.item) => {
-                        info!(generation = ack.generation, item = %r.item, "applied")
+                    None if self.logged.contains_key(&item) => {
+                        info!(generation = ack.generation, item = %item, "applied")
                     }
                     None => {}
                 }
             }
-            seen.insert(r.item.clone(), now);
+            seen.insert(item, now);
         }
         self.logged = seen;
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use gatehouse_proto::v1::{DesiredState, HostFacts};
+use gatehouse_proto::v1::{Ack, DesiredState, HostFacts, ItemResult, ItemState};
 use prost::Message;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -27,10 +27,88 @@ pub struct AgentRow {
     pub applied_generation: u64,
     pub version: String,
     pub facts: Option<HostFacts>,
-    /// The last apply result the agent reported, JSON (empty before the first).
-    pub last_apply: String,
+    /// The last apply result the agent reported (none before the first).
+    pub last_apply: Option<ApplyRecord>,
     /// The host's name in a Cloudflare zone (empty when it has none).
     pub domain: String,
+}
+
+/// An agent's last acknowledgement, as stored (JSON in `agents.last_apply`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApplyRecord {
+    pub generation: u64,
+    /// When it arrived (Unix seconds).
+    pub at: i64,
+    pub results: Vec<ItemRecord>,
+}
+
+/// One item of an [`ApplyRecord`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ItemRecord {
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    /// `applied`, `pending` or `failed`.
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub message: String,
+    // Rows written by 0.1: `kind/name`, ok and error.
+    #[serde(default, skip_serializing)]
+    item: String,
+    #[serde(default, skip_serializing)]
+    ok: bool,
+    #[serde(default, skip_serializing)]
+    error: String,
+}
+
+impl ApplyRecord {
+    /// The record of `ack`, received at `at`.
+    pub fn new(ack: &Ack, at: i64) -> Self {
+        let results = ack
+            .results
+            .iter()
+            .map(|r| ItemRecord {
+                kind: r.kind.clone(),
+                name: r.name.clone(),
+                state: r.item_state().word().to_owned(),
+                message: r.message.clone(),
+                ..Default::default()
+            })
+            .collect();
+        Self {
+            generation: ack.generation,
+            at,
+            results,
+        }
+    }
+
+    /// The items as the API shows them.
+    pub fn items(&self) -> Vec<ItemResult> {
+        self.results.iter().map(ItemRecord::result).collect()
+    }
+}
+
+impl ItemRecord {
+    fn result(&self) -> ItemResult {
+        if self.kind.is_empty() && !self.item.is_empty() {
+            let (kind, name) = self.item.split_once('/').unwrap_or((&self.item, ""));
+            return if self.ok {
+                ItemResult::applied(kind, name)
+            } else if self.error.starts_with("waiting for") {
+                ItemResult::pending(kind, name, &self.error)
+            } else {
+                ItemResult::failed(kind, name, &self.error)
+            };
+        }
+        ItemResult {
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            state: ItemState::from_word(&self.state).unwrap_or(ItemState::Failed) as i32,
+            message: self.message.clone(),
+        }
+    }
 }
 
 /// One stored generation of a host's desired state.
@@ -66,7 +144,19 @@ impl AgentRow {
             } else {
                 Some(decode(&facts, "host facts")?)
             },
-            last_apply: row.try_get("last_apply").op(op)?,
+            last_apply: {
+                let text: String = row.try_get("last_apply").op(op)?;
+                if text.is_empty() {
+                    None
+                } else {
+                    Some(
+                        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                            what: "apply result",
+                            detail: e.to_string(),
+                        })?,
+                    )
+                }
+            },
             domain: row.try_get("domain").op(op)?,
         })
     }
@@ -221,8 +311,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records the result of an apply (JSON).
-    pub async fn agent_set_last_apply(&self, id: &str, json: &str) -> Result<(), StoreError> {
+    /// Records the result of an apply.
+    pub async fn agent_set_last_apply(
+        &self,
+        id: &str,
+        record: &ApplyRecord,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).expect("apply records serialise");
         sqlx::query("UPDATE agents SET last_apply = $2 WHERE id = $1")
             .bind(id)
             .bind(json)
@@ -389,4 +484,34 @@ async fn insert_state(
     .await
     .op("store a desired state")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_0_1_read_as_typed_items() {
+        let old = r#"{"generation":3,"at":10,"results":[
+            {"item":"site/www","ok":true,"error":""},
+            {"item":"certificate/www","ok":false,"error":"waiting for the certificate"},
+            {"item":"caddy","ok":false,"error":"cannot read"}]}"#;
+        let record: ApplyRecord = serde_json::from_str(old).unwrap();
+        let items = record.items();
+        assert_eq!(items[0], ItemResult::applied("site", "www"));
+        assert_eq!(items[1].item_state(), ItemState::Pending);
+        assert_eq!(
+            (items[2].item(), items[2].item_state()),
+            ("caddy".into(), ItemState::Failed)
+        );
+        // Written again, it is the typed form.
+        let ack = Ack {
+            generation: 3,
+            results: items,
+        };
+        let again: ApplyRecord =
+            serde_json::from_str(&serde_json::to_string(&ApplyRecord::new(&ack, 10)).unwrap())
+                .unwrap();
+        assert_eq!(again.items(), ack.results);
+    }
 }

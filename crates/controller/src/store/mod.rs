@@ -22,7 +22,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use acme::{AcmeAccountRow, AcmeOrderRow, AcmeTxtRow, OrderState};
-pub use agents::{AgentRow, DesiredStateRow};
+pub use agents::{AgentRow, ApplyRecord, DesiredStateRow, ItemRecord};
 pub use api_tokens::ApiTokenRow;
 pub use audit::AuditRow;
 pub use cloudflare::{CloudflareAccountRow, CloudflareSiteRow};
