@@ -24,12 +24,17 @@ fn user_block(port: u16) -> String {
 }
 
 fn fleet(controller_extra: &str) -> Fleet {
+    fleet_with(controller_extra, "")
+}
+
+/// A fleet whose agent config starts with `agent_extra` (top-level fields).
+fn fleet_with(controller_extra: &str, agent_extra: &str) -> Fleet {
     let controller = Controller::start(controller_extra);
     let root = controller.dir.path().join("host");
     std::fs::create_dir_all(&root).unwrap();
     let user_block = user_block(gatehouse_testkit::free_port());
     let caddy = CaddyServer::start(&root, &user_block);
-    let mut agent = controller.agent_with("host", &caddy.agent_toml());
+    let mut agent = controller.agent_with("host", &format!("{agent_extra}{}", caddy.agent_toml()));
     let id = agent.enroll(&controller);
     agent.run();
     agent.wait_status("connected", Duration::from_secs(20), |s| {
@@ -473,6 +478,37 @@ fn sites_keep_serving_with_the_controller_stopped_and_the_agent_restarted() {
     assert!(
         f.agent.log().contains("Caddy sites up to date")
             || !f.agent.log().contains("Caddy sites applied")
+    );
+}
+
+#[test]
+fn a_snippet_deleted_by_hand_while_the_controller_is_away_is_written_again() {
+    let mut f = fleet_with("", "recheck_interval = \"2s\"\n");
+    let upstream = Upstream::start("still served");
+    f.create_site("www.example.test", &upstream, &["--name", "www"]);
+    f.wait_site("www", "applied");
+    let snippet = f.agent.root.join("etc/caddy/gatehouse.d/www.caddy");
+    let content = std::fs::read_to_string(&snippet).unwrap();
+
+    f.controller.stop();
+    std::fs::remove_file(&snippet).unwrap();
+    wait_for(
+        "the agent writes the snippet again",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&snippet)
+                .ok()
+                .filter(|c| *c == content)
+        },
+    );
+    let status = f.agent.status().unwrap();
+    assert_eq!(status["connected"], false, "{status}");
+    // Caddy reloaded with it and serves the site throughout.
+    assert_eq!(f.get("www.example.test").unwrap(), "still served");
+    assert!(
+        f.agent.log().contains("Caddy sites applied"),
+        "{}",
+        f.agent.log()
     );
 }
 

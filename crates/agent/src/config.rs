@@ -42,6 +42,7 @@ struct RawConfig {
     tls_dir: Option<PathBuf>,
     report_interval: Option<String>,
     stream_timeout: Option<String>,
+    recheck_interval: Option<String>,
     caddy: Option<RawCaddy>,
 }
 
@@ -71,6 +72,9 @@ pub struct Config {
     /// How long the controller may leave a ping unanswered before the stream is torn down
     /// and opened again.
     pub stream_timeout: Duration,
+    /// How often the agent looks at its host again on its own (renewals, retries, drift),
+    /// whether or not the controller is reachable.
+    pub recheck_interval: Duration,
     /// Caddy, when this host's sites are managed (`caddy.enabled`, the default).
     pub caddy: Option<CaddyConfig>,
 }
@@ -159,6 +163,7 @@ impl Config {
             paths: Paths::under(root),
             report_interval: Duration::from_secs(30),
             stream_timeout: Duration::from_secs(60),
+            recheck_interval: Duration::from_secs(60),
             caddy: Some(default_caddy(root)),
         }
     }
@@ -210,6 +215,10 @@ impl Config {
         if let Some(interval) = raw.report_interval {
             config.report_interval =
                 parse_interval(&interval).map_err(|m| field("report_interval", m))?;
+        }
+        if let Some(interval) = raw.recheck_interval {
+            config.recheck_interval =
+                parse_interval(&interval).map_err(|m| field("recheck_interval", m))?;
         }
         if let Some(timeout) = raw.stream_timeout {
             config.stream_timeout =

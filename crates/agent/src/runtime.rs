@@ -35,9 +35,6 @@ use crate::{now_unix, state};
 /// How many reports the agent keeps while the controller is away.
 pub const REPORT_BUFFER: usize = 16;
 
-/// How often the agent looks at its host again without being asked (renewals, retries).
-pub const RECHECK: Duration = Duration::from_secs(60);
-
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -309,6 +306,7 @@ impl Agent {
 
     async fn connection_loop(&self, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut next_pass = Instant::now() + self.config.recheck_interval;
         loop {
             let mut established = false;
             let result = tokio::select! {
@@ -333,9 +331,32 @@ impl Agent {
                 s.failed_attempts += u64::from(!established);
                 s.last_error = Some(error);
             });
+            if self.wait_offline(delay, &mut next_pass, shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits `delay` before the next attempt, looking at the host whenever a pass is due: the
+    /// host is repaired while the controller is away. True when shutting down.
+    async fn wait_offline(
+        &self,
+        delay: Duration,
+        next_pass: &mut Instant,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let until = Instant::now() + delay;
+        loop {
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(until.min(*next_pass)) => {}
+                _ = shutdown.cancelled() => return true,
+            }
+            if Instant::now() >= *next_pass {
+                self.reconcile_applied().await;
+                *next_pass = Instant::now() + self.config.recheck_interval;
+            }
+            if Instant::now() >= until {
+                return false;
             }
         }
     }

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::enroll::error_chain;
 use crate::identity::{self, Identity, PendingKey};
-use crate::runtime::{Agent, RECHECK, SessionError};
+use crate::runtime::{Agent, SessionError};
 use crate::{now_unix, random_below, transport};
 
 /// The first wait before a certificate request is sent again without an answer.
@@ -183,7 +183,8 @@ impl Session<'_> {
         for (i, report) in self.agent.reports.drain().into_iter().enumerate() {
             self.push(Key::Backlog(i), Up::Report(report))?;
         }
-        let mut recheck = tokio::time::interval_at(Instant::now() + RECHECK, RECHECK);
+        let every = self.agent.config.recheck_interval;
+        let mut recheck = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             let wake = self.liveness.next_wake();
             let retry_at = self.retry_at;

@@ -38,11 +38,7 @@ pub struct CaddyConfig {
 }
 
 /// One change to the snippet directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Write { file: String, content: String },
-    Remove { file: String },
-}
+pub use super::files::FileChange as Change;
 
 /// A certificate a site must serve after the reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,28 +151,6 @@ pub fn render(site: &Site, cert: Option<&Installed>) -> String {
     out
 }
 
-/// What turns `observed` snippet files into `desired` ones. Unchanged files are left alone.
-pub fn plan(
-    desired: &BTreeMap<String, String>,
-    observed: &BTreeMap<String, String>,
-) -> Vec<Change> {
-    let mut changes: Vec<Change> = desired
-        .iter()
-        .filter(|(file, content)| observed.get(*file) != Some(content))
-        .map(|(file, content)| Change::Write {
-            file: file.clone(),
-            content: content.clone(),
-        })
-        .collect();
-    changes.extend(
-        observed
-            .keys()
-            .filter(|file| !desired.contains_key(*file))
-            .map(|file| Change::Remove { file: file.clone() }),
-    );
-    changes
-}
-
 /// The line that makes the main Caddyfile read gatehouse's snippets.
 pub fn import_line(sites_dir: &Path) -> String {
     format!("import {}/*.caddy", sites_dir.display())
@@ -206,30 +180,7 @@ impl Caddy {
 
     /// The snippet files there now.
     pub fn observe(&self) -> Result<BTreeMap<String, String>, FileError> {
-        let mut out = BTreeMap::new();
-        let entries = match std::fs::read_dir(&self.config.sites_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(source) => {
-                return Err(FileError {
-                    action: "cannot list",
-                    path: self.config.sites_dir.clone(),
-                    source,
-                });
-            }
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".caddy") && !name.starts_with('.') {
-                let text = std::fs::read_to_string(entry.path()).map_err(|source| FileError {
-                    action: "cannot read",
-                    path: entry.path(),
-                    source,
-                })?;
-                out.insert(name, text);
-            }
-        }
-        Ok(out)
+        super::files::read_set(&self.config.sites_dir, ".caddy")
     }
 
     /// Applies `changes` as one transaction and checks `checks` afterwards.
@@ -663,37 +614,6 @@ mod tests {
             render(&s, None),
             include_str!("../../tests/golden/site-caddy-internal.caddy")
         );
-    }
-
-    #[test]
-    fn plan_writes_what_differs_and_removes_what_is_gone() {
-        let desired = BTreeMap::from([
-            ("a.caddy".to_owned(), "A2".to_owned()),
-            ("b.caddy".to_owned(), "B".to_owned()),
-            ("c.caddy".to_owned(), "C".to_owned()),
-        ]);
-        let observed = BTreeMap::from([
-            ("a.caddy".to_owned(), "A1".to_owned()),
-            ("b.caddy".to_owned(), "B".to_owned()),
-            ("d.caddy".to_owned(), "D".to_owned()),
-        ]);
-        assert_eq!(
-            plan(&desired, &observed),
-            vec![
-                Change::Write {
-                    file: "a.caddy".into(),
-                    content: "A2".into()
-                },
-                Change::Write {
-                    file: "c.caddy".into(),
-                    content: "C".into()
-                },
-                Change::Remove {
-                    file: "d.caddy".into()
-                },
-            ]
-        );
-        assert!(plan(&desired, &desired).is_empty());
     }
 
     #[test]

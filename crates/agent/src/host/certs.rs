@@ -27,7 +27,7 @@ pub enum CertError {
 }
 
 /// One installed certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installed {
     pub name: String,
     pub revision: u64,

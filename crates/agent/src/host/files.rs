@@ -1,6 +1,7 @@
 //! Atomic file writes: temp file in the same directory, fsync, mode and owner, rename, fsync of
 //! the directory. A reader sees the old content or the new, never half of either.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -114,6 +115,76 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
         .map_err(err("cannot flush directory", dir))
 }
 
+/// One change to a set of files the agent owns in one directory (Caddy snippets, unit files,
+/// WireGuard configs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileChange {
+    Write { file: String, content: String },
+    Remove { file: String },
+}
+
+impl FileChange {
+    /// The file it touches.
+    pub fn file(&self) -> &str {
+        match self {
+            FileChange::Write { file, .. } | FileChange::Remove { file } => file,
+        }
+    }
+}
+
+/// What turns the `observed` set of files (name → content) into the `desired` one: a write for
+/// each file missing or different, a removal for each file no longer wanted. Pure; unchanged
+/// files are left alone, so an empty result means up to date.
+pub fn diff(
+    desired: &BTreeMap<String, String>,
+    observed: &BTreeMap<String, String>,
+) -> Vec<FileChange> {
+    let mut changes: Vec<FileChange> = desired
+        .iter()
+        .filter(|(file, content)| observed.get(*file) != Some(content))
+        .map(|(file, content)| FileChange::Write {
+            file: file.clone(),
+            content: content.clone(),
+        })
+        .collect();
+    changes.extend(
+        observed
+            .keys()
+            .filter(|file| !desired.contains_key(*file))
+            .map(|file| FileChange::Remove { file: file.clone() }),
+    );
+    changes
+}
+
+/// The files in `dir` whose names end with `suffix` (hidden ones and temporary files left
+/// out), by name; an absent directory is an empty set.
+pub fn read_set(dir: &Path, suffix: &str) -> Result<BTreeMap<String, String>, FileError> {
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => {
+            return Err(FileError {
+                action: "cannot list",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(suffix) && !name.starts_with('.') {
+            let text = std::fs::read_to_string(entry.path()).map_err(|source| FileError {
+                action: "cannot read",
+                path: entry.path(),
+                source,
+            })?;
+            out.insert(name, text);
+        }
+    }
+    Ok(out)
+}
+
 /// Removes temporary files a killed writer left behind in `dir`.
 pub fn remove_stale_temps(dir: &Path) -> Result<usize, FileError> {
     let entries = match fs::read_dir(dir) {
@@ -136,6 +207,52 @@ pub fn remove_stale_temps(dir: &Path) -> Result<usize, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_set_diff_writes_what_differs_and_removes_what_is_not_wanted() {
+        let set = |items: &[(&str, &str)]| -> BTreeMap<String, String> {
+            items
+                .iter()
+                .map(|(f, c)| (f.to_string(), c.to_string()))
+                .collect()
+        };
+        let write = |f: &str, c: &str| FileChange::Write {
+            file: f.into(),
+            content: c.into(),
+        };
+        let remove = |f: &str| FileChange::Remove { file: f.into() };
+        let cases: Vec<(&str, BTreeMap<_, _>, BTreeMap<_, _>, Vec<FileChange>)> = vec![
+            ("up to date", set(&[("a", "A")]), set(&[("a", "A")]), vec![]),
+            ("nothing at all", set(&[]), set(&[]), vec![]),
+            (
+                "missing",
+                set(&[("a", "A")]),
+                set(&[]),
+                vec![write("a", "A")],
+            ),
+            (
+                "changed by hand",
+                set(&[("a", "A")]),
+                set(&[("a", "X")]),
+                vec![write("a", "A")],
+            ),
+            (
+                "no longer wanted",
+                set(&[]),
+                set(&[("a", "A")]),
+                vec![remove("a")],
+            ),
+            (
+                "all at once",
+                set(&[("a", "A2"), ("b", "B"), ("c", "C")]),
+                set(&[("a", "A1"), ("b", "B"), ("d", "D")]),
+                vec![write("a", "A2"), write("c", "C"), remove("d")],
+            ),
+        ];
+        for (what, desired, observed, expected) in cases {
+            assert_eq!(diff(&desired, &observed), expected, "{what}");
+        }
+    }
 
     #[test]
     fn writes_whole_files_with_mode() {

@@ -1,0 +1,190 @@
+//! Turns a desired state into the host. Every host resource follows one shape ([`Resource`]):
+//! observe the host, a pure `plan(desired, observed)` with no I/O, `apply` the changes, and an
+//! outcome with a typed result per item and when to look again. A pass rebuilds the whole
+//! picture each time, so running it twice changes nothing and drift is repaired: certificates
+//! first (keys made here, CSRs to the controller), then Caddy sites, then old certificate
+//! versions are pruned.
+
+pub mod certificates;
+pub mod sites;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gatehouse_proto::spec::ValidState;
+use gatehouse_proto::v1::{CertificateRequest, DesiredState, IssuedCertificate, ItemResult};
+use tracing::warn;
+
+use crate::host::caddy::Caddy;
+use crate::host::certs::{CertStore, Installed};
+use certificates::Certificates;
+use sites::Sites;
+
+/// One kind of host resource.
+pub trait Resource {
+    /// What the desired state asks of it, validated.
+    type Desired;
+    /// What is on the host now.
+    type Observed;
+    /// One step of a plan.
+    type Change;
+
+    /// Reads the host.
+    fn observe(&self) -> Result<Self::Observed, String>;
+
+    /// The steps that turn `observed` into `desired`: pure, and empty when up to date.
+    fn plan(desired: &Self::Desired, observed: &Self::Observed) -> Vec<Self::Change>;
+
+    /// Carries the steps out and records a result for every item of `desired`.
+    fn apply(
+        &self,
+        desired: &Self::Desired,
+        changes: Vec<Self::Change>,
+        out: &mut Outcome,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Observe, plan, apply: one pass over one resource. A host that cannot be read is the
+/// resource's error; nothing is changed then.
+async fn pass<R: Resource + Sync>(
+    resource: &R,
+    kind: &'static str,
+    desired: &R::Desired,
+    out: &mut Outcome,
+) where
+    R::Desired: Sync,
+    R::Change: Send,
+{
+    match resource.observe() {
+        Ok(observed) => {
+            let changes = R::plan(desired, &observed);
+            resource.apply(desired, changes, out).await;
+        }
+        Err(e) => out.results.push(failed((kind, String::new()), e)),
+    }
+}
+
+/// What a pass did, and what it needs from the controller.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub results: Vec<ItemResult>,
+    pub requests: Vec<CertificateRequest>,
+    /// When to look again without being asked (an install to retry).
+    pub recheck_in: Option<Duration>,
+}
+
+impl Outcome {
+    fn recheck(&mut self, after: Duration) {
+        self.recheck_in = Some(self.recheck_in.map_or(after, |d| d.min(after)));
+    }
+}
+
+/// Why an issued certificate is not installed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct InstallError {
+    pub message: String,
+    /// The host could not write it (a full disk, say): the agent keeps the chain and tries
+    /// again with backoff, without asking the controller for another certificate.
+    pub retrying: bool,
+}
+
+/// The first and the longest wait before an install that failed on the host is tried again.
+const INSTALL_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
+/// An item of the desired state: its kind and name.
+type Item = (&'static str, String);
+
+fn ok(item: Item) -> ItemResult {
+    ItemResult::applied(item.0, &item.1)
+}
+
+fn pending(item: Item, why: impl ToString) -> ItemResult {
+    ItemResult::pending(item.0, &item.1, why)
+}
+
+fn failed(item: Item, error: impl ToString) -> ItemResult {
+    ItemResult::failed(item.0, &item.1, error)
+}
+
+/// The host resources the agent manages.
+#[derive(Debug)]
+pub struct Host {
+    certificates: Certificates,
+    /// `None` when Caddy is not managed on this host.
+    sites: Option<Sites>,
+}
+
+impl Host {
+    /// `caddy` is `None` when Caddy is not managed on this host.
+    pub fn new(caddy: Option<Caddy>, certs: CertStore) -> Self {
+        Self {
+            certificates: Certificates::new(certs),
+            sites: caddy.map(Sites::new),
+        }
+    }
+
+    /// Keeps pending keys in `path` (0600), loading those a previous run left.
+    pub fn with_pending_file(mut self, path: PathBuf) -> Self {
+        self.certificates = self.certificates.with_pending_file(path);
+        self
+    }
+
+    /// The certificate store.
+    pub fn certs(&self) -> &CertStore {
+        self.certificates.store()
+    }
+
+    /// Installs a certificate the controller issued for a pending key.
+    pub fn install(&self, issued: &IssuedCertificate, now: i64) -> Result<Installed, InstallError> {
+        self.certificates.install(issued, now)
+    }
+
+    /// Records that the controller could not issue a certificate.
+    pub fn issuance_failed(&self, name: &str, error: &str) {
+        self.certificates.issuance_failed(name, error);
+    }
+
+    /// One pass over `state`.
+    pub async fn reconcile(&self, state: &DesiredState, now: i64) -> Outcome {
+        let valid = ValidState::from_state(state);
+        let mut out = Outcome::default();
+        for e in &valid.errors {
+            let (kind, name) = e.item.split_once('/').unwrap_or((&e.item, ""));
+            out.results.push(ItemResult::failed(kind, name, &e.reason));
+        }
+        let certs = certificates::Desired {
+            certs: valid.certificates.clone(),
+            now,
+        };
+        pass(&self.certificates, "certificates", &certs, &mut out).await;
+        match &self.sites {
+            Some(sites) => {
+                let desired = sites::Desired {
+                    usable: self.certificates.usable(&valid.certificates),
+                    sites: valid.sites.clone(),
+                };
+                pass(sites, "caddy", &desired, &mut out).await;
+            }
+            None => {
+                for site in &valid.sites {
+                    out.results.push(failed(
+                        ("site", site.name.to_string()),
+                        "Caddy is not managed on this host (caddy.enabled = false)",
+                    ));
+                }
+            }
+        }
+        // Whatever the other items did: the index keeps the versions a restored site may use.
+        let wanted: BTreeSet<String> = valid
+            .certificates
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        if let Err(e) = self.certs().clean(&wanted) {
+            warn!(error = %e, "cannot clean up old certificate files");
+        }
+        out
+    }
+}
