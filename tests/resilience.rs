@@ -200,3 +200,103 @@ fn healthz_says_503_while_the_store_refuses_writes_and_200_after() {
     });
     assert!(controller.ctl(&["token", "create"]).success);
 }
+
+/// The health of `service` ("" for the whole server) over `channel`.
+async fn grpc_health(channel: tonic::transport::Channel, service: &str) -> i32 {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_health_on_every_port_follows_the_store_and_reflection_lists_the_api() {
+    use gatehouse_agent::transport::{self, ControllerUrl};
+    use tonic_health::ServingStatus;
+    let pg = gatehouse_testkit::postgres::Postgres::start();
+    let dir = tempfile::Builder::new()
+        .prefix("gh-e2e-")
+        .tempdir()
+        .unwrap();
+    let controller = Controller::start_with(dir, "", Some(&pg.url));
+    let ca = std::fs::read_to_string(controller.data_dir.join("ca.pem")).unwrap();
+    // No client certificate and no token: load balancers ask like this.
+    let tls_port = |port: u16| {
+        let ca = ca.clone();
+        async move {
+            let url = ControllerUrl::parse(&format!("https://127.0.0.1:{port}"), port).unwrap();
+            transport::tls_channel(&url, transport::client_config(&ca).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let socket = || transport::unix_channel(controller.socket.clone());
+    let serving = ServingStatus::Serving as i32;
+    let not_serving = ServingStatus::NotServing as i32;
+    for service in ["", "gatehouse.v1.AgentService"] {
+        assert_eq!(
+            grpc_health(tls_port(controller.agent_port).await, service).await,
+            serving
+        );
+    }
+    for service in ["", "gatehouse.v1.AdminService"] {
+        assert_eq!(
+            grpc_health(tls_port(controller.admin_port).await, service).await,
+            serving
+        );
+        assert_eq!(grpc_health(socket().await.unwrap(), service).await, serving);
+    }
+
+    pg.set_read_only(true);
+    let started = std::time::Instant::now();
+    while grpc_health(tls_port(controller.agent_port).await, "").await != not_serving {
+        assert!(started.elapsed() < Duration::from_secs(20), "still SERVING");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        grpc_health(
+            tls_port(controller.admin_port).await,
+            "gatehouse.v1.AdminService"
+        )
+        .await,
+        not_serving
+    );
+    pg.set_read_only(false);
+    let started = std::time::Instant::now();
+    while grpc_health(socket().await.unwrap(), "").await != serving {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Reflection on the admin port names the services, as grpcurl-style tools ask.
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(tls_port(controller.admin_port).await)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in ["gatehouse.v1.AdminService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == wanted), "{names:?}");
+    }
+}

@@ -7,6 +7,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={root}/{file}");
     }
     let descriptors = protox::compile(files, [root])?;
+    // The descriptors themselves, for gRPC server reflection.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("gatehouse_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     // No generated `connect` constructor: it would clash with the `Connect` RPC, and both sides
     // dial TLS themselves.
     tonic_prost_build::configure()

@@ -23,25 +23,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// How long the store may take to take the health probe's write.
-const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// 200 when the store takes a write, 503 (with the reason) when it does not: a store that
 /// still reads but cannot write is an outage too.
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    match tokio::time::timeout(PROBE_TIMEOUT, shared.store.probe_write(now())).await {
-        Ok(Ok(())) => (StatusCode::OK, "ok\n".to_owned()),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the store is not writable: {e}\n"),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the store is not writable: no answer within {} s\n",
-                PROBE_TIMEOUT.as_secs()
-            ),
-        ),
+    match crate::health::store_writable(&shared).await {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }
 

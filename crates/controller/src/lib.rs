@@ -11,6 +11,7 @@ pub mod cloudflare_sites;
 pub mod config;
 pub mod dev;
 pub mod fleet;
+pub mod health;
 pub mod http;
 pub mod idle;
 pub mod limit;

@@ -169,6 +169,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
 
     let mut tasks = JoinSet::new();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    tasks.spawn(crate::health::run(
+        shared.clone(),
+        health_reporter,
+        shutdown.clone(),
+    ));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(gatehouse_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled descriptors are valid");
     let agent_service = AgentServiceServer::new(AgentApi::new(shared.clone()));
     let admin_service = AdminServiceServer::new(AdminApi::new(shared.clone()));
     let limits = crate::idle::Limits {
@@ -178,11 +189,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let agent_incoming = tls::incoming(agent_listener, agent_tls, limits, shutdown.clone());
     let admin_incoming = tls::incoming(admin_listener, admin_tls, limits, shutdown.clone());
     let s = shutdown.clone();
+    let agent_health = health.clone();
     tasks.spawn(async move {
         let served = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .layer(crate::idle::TrackLayer)
+            .add_service(agent_health)
             .add_service(agent_service)
             .serve_with_incoming_shutdown(agent_incoming, s.cancelled_owned())
             .await;
@@ -192,9 +205,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
     let s = shutdown.clone();
     let admin = admin_service.clone();
+    let (admin_health, admin_reflection) = (health.clone(), reflection.clone());
     tasks.spawn(async move {
         let served = Server::builder()
             .layer(crate::idle::TrackLayer)
+            .add_service(admin_health)
+            .add_service(admin_reflection)
             .add_service(admin)
             .serve_with_incoming_shutdown(admin_incoming, s.cancelled_owned())
             .await;
@@ -224,6 +240,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let s = shutdown.clone();
     tasks.spawn(async move {
         let served = Server::builder()
+            .add_service(health)
+            .add_service(reflection)
             .add_service(admin_service)
             .serve_with_incoming_shutdown(
                 crate::local::incoming(socket, s.clone()),

@@ -15,6 +15,10 @@ pub mod v1 {
     tonic::include_proto!("gatehouse.v1");
 }
 
+/// The encoded `FileDescriptorSet` of every gatehouse proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/gatehouse_descriptor.bin"));
+
 /// The URI SAN prefix of agent identity certificates: `spiffe://gatehouse/agent/<id>`.
 pub const AGENT_URI_PREFIX: &str = "spiffe://gatehouse/agent/";
 
