@@ -206,3 +206,66 @@ fn an_agent_that_never_enrolled_says_so() {
         "{stderr}"
     );
 }
+
+#[test]
+fn help_puts_a_commands_own_options_first_and_completions_and_man_pages_are_generated() {
+    let help = Command::new(bin("gatehousectl"))
+        .args(["agents", "status", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let options = help.find("Options:").expect("an Options heading");
+    let connection = help.find("Connection:").expect("a Connection heading");
+    assert!(options < connection, "{help}");
+    let after = &help[connection..];
+    for flag in ["--controller", "--ca-file", "--token", "--socket"] {
+        assert!(after.contains(flag), "{flag} under Connection:\n{help}");
+        assert!(
+            !help[..connection].contains(flag),
+            "{flag} before Connection:\n{help}"
+        );
+    }
+
+    for shell in ["bash", "zsh", "fish"] {
+        let script = Command::new(bin("gatehousectl"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(script.status.success());
+        let text = String::from_utf8_lossy(&script.stdout);
+        assert!(
+            text.contains("agents") && text.contains("--controller"),
+            "{shell}"
+        );
+    }
+    // bash itself reads the bash script.
+    let bash = Command::new("bash")
+        .args([
+            "-c",
+            "source <(\"$0\" completions bash) && complete -p gatehousectl",
+        ])
+        .arg(bin("gatehousectl"))
+        .output()
+        .unwrap();
+    assert!(
+        bash.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    for program in ["gatehousectl", "gatehouse-agent", "gatehouse-controller"] {
+        let run = Command::new(bin(program))
+            .arg("man")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{program} man");
+        let page = std::fs::read_to_string(dir.path().join(format!("{program}.1"))).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH"),
+            "{program}.1:\n{page}"
+        );
+    }
+    assert!(dir.path().join("gatehousectl-agents-status.1").exists());
+}

@@ -355,6 +355,22 @@ fn rpms_hold_the_same_files_units_and_scripts_as_the_debs() {
             "{name}: rpm and deb install different files"
         );
         assert!(rpm_files.contains(&format!("/usr/lib/systemd/system/{name}.service")));
+        // Man pages (and for gatehousectl, shell completions) from the clap definitions.
+        assert!(
+            rpm_files.contains(&format!("/usr/share/man/man1/{name}.1.gz")),
+            "{rpm_files:?}"
+        );
+        if name == "gatehouse-controller" {
+            for path in [
+                "/usr/share/man/man1/gatehousectl.1.gz",
+                "/usr/share/man/man1/gatehousectl-agents-status.1.gz",
+                "/usr/share/bash-completion/completions/gatehousectl",
+                "/usr/share/zsh/vendor-completions/_gatehousectl",
+                "/usr/share/fish/vendor_completions.d/gatehousectl.fish",
+            ] {
+                assert!(rpm_files.contains(path), "{name}: no {path}");
+            }
+        }
 
         // The default config is a config file in both, so an upgrade keeps local changes.
         let config = format!("/etc/gatehouse/{dir}.toml");

@@ -51,10 +51,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man pages into DIR; the packages ship them.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Man { dir } = &cli.command {
+        let written = clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir);
+        return written.map_or(ExitCode::FAILURE, |()| ExitCode::SUCCESS);
+    }
     gatehouse_agent::logging::init();
     let (path, required) = match &cli.config {
         Some(p) => (p.clone(), true),
@@ -152,6 +159,7 @@ async fn run(command: Command, config: Config) -> Result<(), (u8, String)> {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
             Ok(())
         }
+        Command::Man { .. } => unreachable!("answered before the config is read"),
         Command::Status { json } => {
             let status = Status::load(&config.paths).map_err(failed)?;
             if json {

@@ -265,6 +265,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        crate::Command::Completions { .. } | crate::Command::Man { .. } => {
+            unreachable!("answered before connecting")
+        }
     }
 }
 

@@ -11,6 +11,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The help heading of the options that say how to reach the controller.
+const CONNECTION: &str = "Connection";
+
 /// Manage a gatehouse fleet: join tokens, agents, API tokens and the audit log.
 ///
 /// Connects to the controller's local admin socket by default (as root on the controller host),
@@ -19,18 +22,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(version, about)]
 pub struct Cli {
     /// The admin API over TLS, https://HOST[:7444].
-    #[arg(long, global = true, env = "GATEHOUSE_CONTROLLER")]
+    #[arg(long, global = true, help_heading = CONNECTION, env = "GATEHOUSE_CONTROLLER")]
     controller: Option<String>,
     /// The controller CA certificate (PEM), required with --controller.
-    #[arg(long, global = true, env = "GATEHOUSE_CA_FILE")]
+    #[arg(long, global = true, help_heading = CONNECTION, env = "GATEHOUSE_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// An API token (gha_…), required with --controller.
-    #[arg(long, global = true, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, help_heading = CONNECTION, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The controller's local admin socket.
     #[arg(
         long,
         global = true,
+        help_heading = CONNECTION,
         env = "GATEHOUSE_SOCKET",
         default_value = "/run/gatehouse-controller/admin.sock"
     )]
@@ -79,10 +83,39 @@ enum Command {
     /// ACME accounts (Let's Encrypt, Google, ZeroSSL, any directory).
     #[command(subcommand)]
     Acme(acme::AcmeCommand),
+    /// Print a shell completion script: `gatehousectl completions bash > /etc/bash_completion.d/gatehousectl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (gatehousectl.1 and one per command) into DIR; the packages ship them.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "gatehousectl", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => {
+            let command = <Cli as clap::CommandFactory>::command();
+            return match clap_mangen::generate_to(command, dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "gatehousectl: cannot write man pages to {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

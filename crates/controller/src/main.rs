@@ -46,10 +46,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7480")]
         http_listen: SocketAddr,
     },
+    /// Write the man pages into DIR; the packages ship them.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Man { dir }) = &cli.command {
+        let written = clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir);
+        return written.map_or(ExitCode::FAILURE, |()| ExitCode::SUCCESS);
+    }
     gatehouse_agent::logging::init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let shutdown = CancellationToken::new();
@@ -108,6 +115,7 @@ fn main() -> ExitCode {
             )
             .await
         }),
+        Command::Man { .. } => unreachable!("answered before the config is read"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
