@@ -148,7 +148,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
 
 /// Cloudflare in dev mode: the emulator, said plainly on screen.
 #[cfg(feature = "dev-emulator")]
-struct DevCloudflare(Option<gatehouse_testkit::cloudflare::Emulator>);
+struct DevCloudflare(Option<gatehouse_cloudflare_emulator::Emulator>);
 
 #[cfg(feature = "dev-emulator")]
 impl DevCloudflare {
@@ -171,7 +171,7 @@ impl DevCloudflare {
 #[cfg(feature = "dev-emulator")]
 async fn dev_cloudflare(shared: &crate::Shared) -> anyhow::Result<DevCloudflare> {
     let emulator =
-        tokio::task::spawn_blocking(gatehouse_testkit::cloudflare::Emulator::start).await?;
+        tokio::task::spawn_blocking(gatehouse_cloudflare_emulator::Emulator::start).await?;
     let token = crate::secrets::random_id(40);
     emulator.add_token(&token);
     emulator.add_zone("dev.gatehouse.test");

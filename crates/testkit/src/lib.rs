@@ -3,7 +3,9 @@
 
 pub mod ari;
 pub mod caddy;
-pub mod cloudflare;
+/// The Cloudflare emulator (its own crate, which dev mode uses too).
+pub use gatehouse_cloudflare_emulator as cloudflare;
+pub mod cloudflare_schema;
 pub mod gatehouse;
 pub mod pebble;
 pub mod postgres;

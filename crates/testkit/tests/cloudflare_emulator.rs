@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use gatehouse_testkit::cloudflare::{Emulator, schema};
+use gatehouse_testkit::cloudflare::Emulator;
+use gatehouse_testkit::cloudflare_schema as schema;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "test-token-0123456789";

@@ -5,7 +5,6 @@
 
 mod api;
 mod dns;
-pub mod schema;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
