@@ -332,6 +332,22 @@ fn normalise(paths: impl Iterator<Item = String>) -> BTreeSet<String> {
 }
 
 #[test]
+fn the_packaged_controller_has_no_dev_mode_and_says_how_to_get_it() {
+    let controller = target_dir().join("release/gatehouse-controller");
+    let out = std::process::Command::new(&controller)
+        .arg("dev")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run packaging/build first)", controller.display()));
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no dev mode"), "{err}");
+    assert!(
+        err.contains("cargo run --bin gatehouse-controller -- dev"),
+        "{err}"
+    );
+}
+
+#[test]
 fn rpms_hold_the_same_files_units_and_scripts_as_the_debs() {
     gatehouse_testkit::process::external("rpm", &[], "rpm");
     let root = target_dir().parent().expect("workspace").to_owned();

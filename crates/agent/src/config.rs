@@ -138,13 +138,7 @@ impl Paths {
     }
 }
 
-/// Reads a config file; a missing file reads as empty (all defaults) unless `required`.
-pub fn read_config_text(path: &Path, required: bool) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(String::new()),
-        other => other,
-    }
-}
+pub use gatehouse_common::read_config_text;
 
 /// `root` + an absolute path.
 pub fn join_root(root: &Path, path: &Path) -> PathBuf {

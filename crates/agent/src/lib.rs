@@ -6,22 +6,11 @@ pub mod config;
 pub mod enroll;
 pub mod host;
 pub mod identity;
-pub mod logging;
-pub mod pki;
 pub mod reconcile;
 pub mod runtime;
-pub mod service;
 pub mod session;
 pub mod state;
 pub mod status;
-pub mod transport;
 
-/// The current Unix time in seconds.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-pub use gatehouse_common::random_below;
+/// Shared with the controller and the CLI; re-exported where they always were.
+pub use gatehouse_common::{logging, now_unix, pki, random_below, service, transport};

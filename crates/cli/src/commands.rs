@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
-use gatehouse_agent::transport::{self, ControllerUrl};
+use gatehouse_common::transport::{self, ControllerUrl};
 use gatehouse_proto::names::parse_label_arg;
 use gatehouse_proto::v1::admin_service_client::AdminServiceClient;
 use gatehouse_proto::v1::*;
@@ -143,7 +143,7 @@ async fn client(cli: &Cli) -> anyhow::Result<Client> {
             let channel = transport::tls_channel(&url, tls).await.map_err(|e| {
                 anyhow!(
                     "cannot reach the admin API at {url}: {}",
-                    gatehouse_agent::enroll::error_chain(&e)
+                    gatehouse_common::error_chain(&e)
                 )
             })?;
             (channel, Some(value))
@@ -154,7 +154,7 @@ async fn client(cli: &Cli) -> anyhow::Result<Client> {
                     "cannot reach the admin socket {}: {} (is the controller running here, and are you root? \
                      Or use --controller, --ca-file and --token)",
                     cli.socket.display(),
-                    gatehouse_agent::enroll::error_chain(&e)
+                    gatehouse_common::error_chain(&e)
                 )
             })?;
             (channel, None)
@@ -214,7 +214,7 @@ fn labels_text(labels: &HashMap<String, String>) -> String {
 }
 
 fn now() -> i64 {
-    gatehouse_agent::now_unix()
+    gatehouse_common::now_unix()
 }
 
 /// Runs the command line.

@@ -1,10 +1,47 @@
-//! What the gatehouse daemons and the CLI share and that belongs to neither: the stream's
-//! coalescing outbox and application-level liveness, backoff with jitter, randomness.
+//! What the gatehouse daemons and the CLI share and that belongs to neither: the transport to
+//! the controller (its URL type, TLS client configs, channels), certificate facts (PEM, SPKI
+//! pins), systemd notify, logging set-up, the stream's coalescing outbox and application-level
+//! liveness, backoff with jitter, randomness, time, error chains and config-file reading.
 
 pub mod backoff;
 pub mod liveness;
+pub mod logging;
 pub mod outbox;
+pub mod pki;
+pub mod service;
+pub mod transport;
 
 pub use backoff::{Backoff, jitter, random_below};
 pub use liveness::{Liveness, Stalled};
 pub use outbox::{Full, Outbox};
+
+/// The current Unix time in seconds.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// An error and its sources on one line (a source already in the text is not repeated).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Reads a config file; a missing file reads as empty (all defaults) unless `required`.
+pub fn read_config_text(path: &std::path::Path, required: bool) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(String::new()),
+        other => other,
+    }
+}

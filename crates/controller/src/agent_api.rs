@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use gatehouse_agent::pki::CertInfo;
+use gatehouse_common::pki::CertInfo;
 use gatehouse_proto::names::AgentId;
 use gatehouse_proto::v1::agent_service_server::AgentService;
 use gatehouse_proto::v1::{

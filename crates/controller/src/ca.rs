@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gatehouse_agent::pki::{self, CertInfo};
+use gatehouse_common::pki::{self, CertInfo};
 use gatehouse_proto::names::AgentId;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
@@ -367,7 +367,7 @@ NKk=";
 
         let pending = PendingKey::generate().unwrap();
         let id: AgentId = "abcdefgh01234567".parse().unwrap();
-        let now = gatehouse_agent::now_unix();
+        let now = gatehouse_common::now_unix();
         let issued = ca
             .issue_agent(&pending.csr_der, &id, Duration::from_secs(3600), now)
             .unwrap();

@@ -141,7 +141,7 @@ impl Config {
 
     /// Reads `path`; a missing file is an error only when `required`.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        let text = gatehouse_agent::config::read_config_text(path, required).map_err(|source| {
+        let text = gatehouse_common::read_config_text(path, required).map_err(|source| {
             ConfigError::Read {
                 path: path.to_owned(),
                 source,

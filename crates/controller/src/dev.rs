@@ -1,12 +1,14 @@
-//! `gatehouse-controller dev`: a controller and one local agent in one process, no root needed,
-//! everything under one data directory (a temporary one unless `--data` is given).
+//! `gatehouse-controller dev`: a controller, one local agent and the Cloudflare emulator in one
+//! process, no root needed, everything under one data directory (a temporary one unless
+//! `--data` is given). Built with the `dev` feature only (the workspace default): the packaged
+//! controller has neither the agent nor the emulator in it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use gatehouse_agent::config::Config as AgentConfig;
-use gatehouse_agent::transport::ControllerUrl;
+use gatehouse_common::transport::ControllerUrl;
 use gatehouse_proto::names::Role;
 use tokio_util::sync::CancellationToken;
 
@@ -147,10 +149,8 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
 }
 
 /// Cloudflare in dev mode: the emulator, said plainly on screen.
-#[cfg(feature = "dev-emulator")]
 struct DevCloudflare(Option<gatehouse_cloudflare_emulator::Emulator>);
 
-#[cfg(feature = "dev-emulator")]
 impl DevCloudflare {
     fn banner(&self, socket: &std::path::Path) -> String {
         match &self.0 {
@@ -168,7 +168,6 @@ impl DevCloudflare {
     }
 }
 
-#[cfg(feature = "dev-emulator")]
 async fn dev_cloudflare(shared: &crate::Shared) -> anyhow::Result<DevCloudflare> {
     let emulator =
         tokio::task::spawn_blocking(gatehouse_cloudflare_emulator::Emulator::start).await?;
@@ -189,20 +188,4 @@ async fn dev_cloudflare(shared: &crate::Shared) -> anyhow::Result<DevCloudflare>
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
     }
     Ok(DevCloudflare(Some(emulator)))
-}
-
-/// Without the emulator, dev mode has no Cloudflare.
-#[cfg(not(feature = "dev-emulator"))]
-struct DevCloudflare;
-
-#[cfg(not(feature = "dev-emulator"))]
-impl DevCloudflare {
-    fn banner(&self, _: &std::path::Path) -> String {
-        "Cloudflare: none in this build (dev-emulator feature off).\n\n".into()
-    }
-}
-
-#[cfg(not(feature = "dev-emulator"))]
-async fn dev_cloudflare(_: &crate::Shared) -> anyhow::Result<DevCloudflare> {
-    Ok(DevCloudflare)
 }

@@ -9,6 +9,7 @@ pub mod certificates;
 pub mod cloudflare;
 pub mod cloudflare_sites;
 pub mod config;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod fleet;
 pub mod health;
@@ -64,12 +65,12 @@ impl Shared {
 
 /// The current Unix time in seconds.
 pub fn now() -> i64 {
-    gatehouse_agent::now_unix()
+    gatehouse_common::now_unix()
 }
 
 /// An error and its sources on one line.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    gatehouse_agent::enroll::error_chain(e)
+    gatehouse_common::error_chain(e)
 }
 
 /// Changes an agent's desired state: a new generation when `change` alters it, nothing when it

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use gatehouse_controller::config::{Config, DEFAULT_CONFIG};
-use gatehouse_controller::{dev, server};
+use gatehouse_controller::server;
 use tokio_util::sync::CancellationToken;
 
 /// The gatehouse controller: the fleet's desired state, the agent CA, and the admin API.
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         let written = clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir);
         return written.map_or(ExitCode::FAILURE, |()| ExitCode::SUCCESS);
     }
-    gatehouse_agent::logging::init();
+    gatehouse_common::logging::init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let shutdown = CancellationToken::new();
     let (path, required) = match &cli.config {
@@ -87,34 +87,41 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 let running = server::start(config, shutdown.clone()).await?;
                 tokio::spawn(on_signal(shutdown.clone()));
-                gatehouse_agent::service::notify_ready();
-                gatehouse_agent::service::spawn_watchdog(shutdown.clone());
+                gatehouse_common::service::notify_ready();
+                gatehouse_common::service::spawn_watchdog(shutdown.clone());
                 shutdown.cancelled().await;
-                gatehouse_agent::service::notify_stopping();
+                gatehouse_common::service::notify_stopping();
                 // Drain with a grace period.
                 tokio::time::timeout(Duration::from_secs(15), running.wait())
                     .await
                     .map_err(|_| anyhow::anyhow!("streams did not close within 15 s"))
             })
         }
+        #[cfg(feature = "dev")]
         Command::Dev {
             data,
             agent_listen,
             admin_listen,
             http_listen,
         } => runtime.block_on(async {
+            use gatehouse_controller::dev;
             tokio::spawn(on_signal(shutdown.clone()));
-            dev::run(
-                dev::DevOptions {
-                    data,
-                    agent_listen,
-                    admin_listen,
-                    http_listen,
-                },
-                shutdown,
-            )
-            .await
+            let options = dev::DevOptions {
+                data,
+                agent_listen,
+                admin_listen,
+                http_listen,
+            };
+            dev::run(options, shutdown).await
         }),
+        #[cfg(not(feature = "dev"))]
+        Command::Dev { .. } => {
+            eprintln!(
+                "gatehouse-controller: this build has no dev mode (the packages leave it out). \
+                 From a checkout of gatehouse, run: cargo run --bin gatehouse-controller -- dev"
+            );
+            return ExitCode::from(64);
+        }
         Command::Man { .. } => unreachable!("answered before the config is read"),
     };
     match result {
@@ -134,7 +141,7 @@ fn ca_hash(config: &Config) -> anyhow::Result<()> {
             path.display()
         )
     })?;
-    let info = gatehouse_agent::pki::CertInfo::from_pem(&pem)?;
+    let info = gatehouse_common::pki::CertInfo::from_pem(&pem)?;
     println!("{}", info.spki_hash);
     Ok(())
 }

@@ -340,7 +340,7 @@ fn describe_problem(p: &instant_acme::Problem) -> String {
 
 /// Stores the chain after checking that it is for the host's key and names.
 async fn issued(shared: &Shared, order: &mut AcmeOrderRow, chain: String) -> Result<(), StepError> {
-    let info = gatehouse_agent::pki::CertInfo::from_pem(&chain)
+    let info = gatehouse_common::pki::CertInfo::from_pem(&chain)
         .map_err(|e| StepError::fatal(format!("the CA sent an unreadable certificate: {e}")))?;
     order.chain_pem = chain;
     order.serial = info.serial;

@@ -217,7 +217,7 @@ impl Client {
             .backoff
             .saturating_mul(1 << attempt.min(10))
             .min(MAX_WAIT);
-        Duration::from_millis(gatehouse_agent::random_below(ceiling.as_millis() as u64))
+        Duration::from_millis(gatehouse_common::random_below(ceiling.as_millis() as u64))
     }
 
     /// Every page of a list.
