@@ -22,6 +22,17 @@ fn agent_at_generation_2(controller: &Controller) -> (Agent, String) {
     (agent, id)
 }
 
+/// A controller on a PostgreSQL database of its own.
+fn on_postgres() -> (gatehouse_testkit::postgres::Postgres, Controller) {
+    let pg = gatehouse_testkit::postgres::Postgres::start();
+    let dir = tempfile::Builder::new()
+        .prefix("gh-e2e-")
+        .tempdir()
+        .unwrap();
+    let controller = Controller::start_with(dir, "", Some(&pg.url));
+    (pg, controller)
+}
+
 fn applies(agent: &Agent) -> usize {
     agent.log().matches("applying desired state").count()
 }
@@ -138,12 +149,7 @@ fn the_controller_marks_an_agent_offline_when_it_stops_reporting() {
 
 #[test]
 fn a_controller_on_postgresql_keeps_its_fleet_across_restarts() {
-    let pg = gatehouse_testkit::postgres::Postgres::start();
-    let dir = tempfile::Builder::new()
-        .prefix("gh-e2e-")
-        .tempdir()
-        .unwrap();
-    let mut controller = Controller::start_with(dir, "", Some(&pg.url));
+    let (_pg, mut controller) = on_postgres();
     let mut agent = controller.agent("a");
     let id = agent.enroll(&controller);
     agent.run();
@@ -168,12 +174,7 @@ fn agent_pid(agent: &Agent) -> i32 {
 
 #[test]
 fn healthz_says_503_while_the_store_refuses_writes_and_200_after() {
-    let pg = gatehouse_testkit::postgres::Postgres::start();
-    let dir = tempfile::Builder::new()
-        .prefix("gh-e2e-")
-        .tempdir()
-        .unwrap();
-    let controller = Controller::start_with(dir, "", Some(&pg.url));
+    let (pg, controller) = on_postgres();
     assert_eq!(controller.http_get("/healthz"), (200, "ok\n".to_owned()));
 
     // As after a failover to a read-only replica: reads work, writes do not.
@@ -219,12 +220,7 @@ async fn grpc_health(channel: tonic::transport::Channel, service: &str) -> i32 {
 async fn grpc_health_on_every_port_follows_the_store_and_reflection_lists_the_api() {
     use gatehouse_agent::transport::{self, ControllerUrl};
     use tonic_health::ServingStatus;
-    let pg = gatehouse_testkit::postgres::Postgres::start();
-    let dir = tempfile::Builder::new()
-        .prefix("gh-e2e-")
-        .tempdir()
-        .unwrap();
-    let controller = Controller::start_with(dir, "", Some(&pg.url));
+    let (pg, controller) = on_postgres();
     let ca = std::fs::read_to_string(controller.data_dir.join("ca.pem")).unwrap();
     // No client certificate and no token: load balancers ask like this.
     let tls_port = |port: u16| {

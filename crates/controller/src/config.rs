@@ -275,23 +275,23 @@ impl Config {
         if let Some(d) = raw.idle_connection_timeout {
             c.idle_connection_timeout = duration("idle_connection_timeout", d)?;
         }
-        if let Some(n) = raw.enroll_failure_limit {
+        // A limit of 0 would refuse everything: say so rather than lock the fleet out.
+        let per_minute = |name: &'static str, n: u32, what: &str| {
             if n == 0 {
-                return Err(field(
-                    "enroll_failure_limit",
-                    "must be at least 1 (failed enrollments per address per minute)".into(),
-                ));
+                Err(field(
+                    name,
+                    format!("must be at least 1 ({what} per minute)"),
+                ))
+            } else {
+                Ok(n)
             }
-            c.enroll_failure_limit = n;
+        };
+        if let Some(n) = raw.enroll_failure_limit {
+            c.enroll_failure_limit =
+                per_minute("enroll_failure_limit", n, "failed enrollments per address")?;
         }
         if let Some(n) = raw.issuance_limit {
-            if n == 0 {
-                return Err(field(
-                    "issuance_limit",
-                    "must be at least 1 (certificates per agent and name per minute)".into(),
-                ));
-            }
-            c.issuance_limit = n;
+            c.issuance_limit = per_minute("issuance_limit", n, "certificates per agent and name")?;
         }
         if let Some(d) = raw.report_interval {
             c.report_interval = duration("report_interval", d)?;
@@ -332,6 +332,9 @@ mod tests {
             ("agent_listen = \"nowhere\"", "`agent_listen`"),
             ("database = \"mysql://x\"", "`database`"),
             ("report_interval = \"0s\"", "`report_interval`"),
+            ("issuance_limit = 0", "`issuance_limit`"),
+            ("enroll_failure_limit = 0", "`enroll_failure_limit`"),
+            ("stream_timeout = \"soon\"", "`stream_timeout`"),
             ("server_names = []", "`server_names`"),
             ("data_dir = \"rel\"", "`data_dir`"),
         ] {
