@@ -59,7 +59,7 @@ struct RawConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`.
-    pub database: String,
+    pub database: DatabaseUrl,
     pub agent_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// Plain HTTP: `/healthz` and `/metrics` (Prometheus).
@@ -102,7 +102,10 @@ impl Config {
     /// Defaults with all state under `data_dir`.
     pub fn with_data_dir(data_dir: &Path) -> Self {
         Self {
-            database: format!("sqlite://{}", data_dir.join("gatehouse.db").display()),
+            database: DatabaseUrl(format!(
+                "sqlite://{}",
+                data_dir.join("gatehouse.db").display()
+            )),
             agent_listen: "0.0.0.0:7443".parse().expect("valid"),
             admin_listen: "0.0.0.0:7444".parse().expect("valid"),
             http_listen: "0.0.0.0:7480".parse().expect("valid"),
@@ -134,7 +137,7 @@ impl Config {
                 field: "database",
                 message,
             })?;
-            self.database = db;
+            self.database = DatabaseUrl(db);
         }
         Ok(self)
     }
@@ -178,7 +181,7 @@ impl Config {
                     "must start with sqlite:// or postgres://".into(),
                 ));
             }
-            c.database = db;
+            c.database = DatabaseUrl(db);
         }
         let addr = |name, text: String| {
             text.parse::<SocketAddr>().map_err(|e| {
@@ -303,6 +306,30 @@ impl Config {
     }
 }
 
+/// A database URL. Its password never shows: `Debug` and `Display` print `user:***@`, and only
+/// [`DatabaseUrl::expose`] gives the URL to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL with its password, for opening the store.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::store::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::store::redact_url(&self.0))
+    }
+}
+
 fn check_database(url: &str) -> Result<(), String> {
     if ["sqlite://", "postgres://", "postgresql://"]
         .iter()
@@ -319,6 +346,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_database_password_never_shows_in_a_debug_print() {
+        let c = Config::with_data_dir(Path::new("/srv/gh"))
+            .with_database(Some(
+                "postgres://gh:s3cret-pw@db.example.com/gatehouse".into(),
+            ))
+            .unwrap();
+        for printed in [format!("{c:?}"), format!("{}", c.database)] {
+            assert!(!printed.contains("s3cret-pw"), "{printed}");
+            assert!(
+                printed.contains("postgres://gh:***@db.example.com/gatehouse"),
+                "{printed}"
+            );
+        }
+        assert!(c.database.expose().contains("s3cret-pw"));
+    }
+
+    #[test]
     fn parses_and_names_bad_fields() {
         let p = Path::new("controller.toml");
         let c = Config::parse(
@@ -326,7 +370,7 @@ mod tests {
             "data_dir = \"/srv/gh\"\nagent_cert_lifetime = \"1h\"\nserver_names = [\"ctl.example.com\"]",
         )
         .unwrap();
-        assert_eq!(c.database, "sqlite:///srv/gh/gatehouse.db");
+        assert_eq!(c.database.expose(), "sqlite:///srv/gh/gatehouse.db");
         assert_eq!(c.agent_cert_lifetime, Duration::from_secs(3600));
         for (text, field) in [
             ("agent_listen = \"nowhere\"", "`agent_listen`"),

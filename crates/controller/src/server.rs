@@ -106,7 +106,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     private_dir(&config.data_dir).map_err(path_err(&config.data_dir))?;
     let key = MasterKey::load_or_create(&config.master_key_file)?;
-    let store = Store::open(&config.database).await?;
+    let store = Store::open(config.database.expose()).await?;
     let ca = Ca::load_or_create(&store, &key, CaKind::Identity, now()).await?;
     let site_ca = Ca::load_or_create(&store, &key, CaKind::Sites, now()).await?;
     let revoked = RevokedAgents::default();

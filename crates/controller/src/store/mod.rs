@@ -200,7 +200,8 @@ fn migrator() -> Migrator {
 }
 
 /// Hides a password in a database URL so it can be shown in an error.
-fn redact_url(url: &str) -> String {
+/// `url` with the password of its user info replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
