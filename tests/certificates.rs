@@ -142,18 +142,7 @@ fn after_six_reissues_with_caddy_off_three_versions_remain() {
         });
     }
     let dir = agent.paths().site_certs();
-    let count = |ext: &str| {
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == ext)
-            })
-            .count()
-    };
+    let count = |ext: &str| gatehouse_testkit::count_files(&dir, ext);
     wait_for("old versions pruned", Duration::from_secs(10), || {
         (count("crt") == 3 && count("key") == 3).then_some(())
     });

@@ -279,16 +279,7 @@ fn a_reissued_certificate_is_served_after_the_reload() {
     assert_eq!(f.get("app.example.test").unwrap(), "ok");
     // Four versions were issued; the current one and the two before it are kept.
     let dir = f.agent.root.join("etc/gatehouse/tls/sites");
-    let crts = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "crt")
-        })
-        .count();
+    let crts = gatehouse_testkit::count_files(&dir, "crt");
     assert_eq!(crts, 3);
 }
 
