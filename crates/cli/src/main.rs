@@ -1,10 +1,9 @@
 //! `gatehousectl`: the command line for the gatehouse admin API. Wiring only; each command
 //! group lives in its own module.
 
-mod acme;
+mod client;
 mod commands;
 mod output;
-mod sites;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,28 +60,28 @@ pub enum Output {
 enum Command {
     /// One-time join tokens for enrolling agents.
     #[command(subcommand)]
-    Token(commands::TokenCommand),
+    Token(commands::tokens::TokenCommand),
     /// Enrolled agents.
     #[command(subcommand)]
-    Agents(commands::AgentsCommand),
+    Agents(commands::agents::AgentsCommand),
     /// API tokens for the admin API.
     #[command(subcommand)]
-    Apitoken(commands::ApiTokenCommand),
+    Apitoken(commands::apitokens::ApiTokenCommand),
     /// The audit log of every change.
     #[command(subcommand)]
-    Audit(commands::AuditCommand),
+    Audit(commands::audit::AuditCommand),
     /// Caddy sites on agents.
     #[command(subcommand)]
-    Site(sites::SiteCommand),
+    Site(commands::sites::SiteCommand),
     /// Certificates on agents.
     #[command(subcommand)]
-    Cert(sites::CertCommand),
+    Cert(commands::certs::CertCommand),
     /// Cloudflare accounts and zones.
     #[command(subcommand)]
-    Cloudflare(sites::CloudflareCommand),
+    Cloudflare(commands::cloudflare::CloudflareCommand),
     /// ACME accounts (Let's Encrypt, Google, ZeroSSL, any directory).
     #[command(subcommand)]
-    Acme(acme::AcmeCommand),
+    Acme(commands::acme::AcmeCommand),
     /// Print a shell completion script: `gatehousectl completions bash > /etc/bash_completion.d/gatehousectl`.
     Completions {
         #[arg(value_enum)]

@@ -32,13 +32,6 @@ impl AgentApi {
     }
 }
 
-impl From<crate::store::StoreError> for Status {
-    fn from(e: crate::store::StoreError) -> Self {
-        warn!("store error: {e}");
-        Status::unavailable("the controller's store is unavailable; try again")
-    }
-}
-
 impl From<RedeemError> for Status {
     fn from(e: RedeemError) -> Self {
         match e {

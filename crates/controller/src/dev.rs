@@ -12,9 +12,10 @@ use gatehouse_common::transport::ControllerUrl;
 use gatehouse_proto::names::Role;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin_api::{self, Actor};
+use crate::audit::{self, Actor};
 use crate::config::Config;
 use crate::secrets::{JOIN_PREFIX, Token};
+use crate::tokens;
 
 /// Dev mode's options.
 #[derive(Debug, Clone)]
@@ -66,8 +67,8 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         let token = Token::generate(JOIN_PREFIX);
         let mut labels = std::collections::BTreeMap::new();
         labels.insert("dev".to_owned(), "true".to_owned());
-        admin_api::create_join_token(&shared, &token, Duration::from_secs(300), labels).await?;
-        admin_api::audit(
+        tokens::create_join_token(&shared, &token, Duration::from_secs(300), labels).await?;
+        audit::record(
             &shared,
             &Actor::Controller,
             "token.create",
@@ -94,8 +95,8 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
 
     let cloudflare = dev_cloudflare(&shared).await?;
 
-    let (api_token, _) = admin_api::create_api_token(&shared, "dev", Role::Admin).await?;
-    admin_api::audit(
+    let (api_token, _) = tokens::create_api_token(&shared, "dev", Role::Admin).await?;
+    audit::record(
         &shared,
         &Actor::Controller,
         "apitoken.create",
@@ -176,16 +177,15 @@ async fn dev_cloudflare(shared: &crate::Shared) -> anyhow::Result<DevCloudflare>
     emulator.add_zone("dev.gatehouse.test");
     let known = shared.store.cloudflare_accounts().await?;
     if known.iter().all(|a| a.name != "emulator") {
-        crate::cloudflare_sites::add_account(
+        crate::cloudflare::accounts::add(
             shared,
-            &gatehouse_proto::v1::AddCloudflareAccountRequest {
-                name: "emulator".into(),
-                token,
-                api_url: emulator.api_url.clone(),
+            crate::cloudflare::accounts::NewAccount {
+                name: "emulator",
+                api_url: &emulator.api_url,
+                token: &token,
             },
         )
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        .await?;
     }
     Ok(DevCloudflare(Some(emulator)))
 }

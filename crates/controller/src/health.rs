@@ -39,7 +39,7 @@ pub async fn run(shared: Arc<Shared>, reporter: HealthReporter, shutdown: Cancel
     let names = [
         "",
         <AgentServiceServer<crate::agent_api::AgentApi> as NamedService>::NAME,
-        <AdminServiceServer<crate::admin_api::AdminApi> as NamedService>::NAME,
+        <AdminServiceServer<crate::api::AdminApi> as NamedService>::NAME,
     ];
     let mut last = None;
     loop {

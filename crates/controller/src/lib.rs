@@ -2,15 +2,17 @@
 //! admin API. Agents connect to it; it never runs anything on their hosts.
 
 pub mod acme;
-pub mod admin_api;
 pub mod agent_api;
+pub mod api;
+pub mod audit;
 pub mod ca;
 pub mod certificates;
 pub mod cloudflare;
-pub mod cloudflare_sites;
 pub mod config;
+pub mod desired;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod error;
 pub mod fleet;
 pub mod health;
 pub mod http;
@@ -22,6 +24,7 @@ pub mod server;
 pub mod sites;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 
 /// What every service shares.
 #[derive(Debug)]
@@ -71,33 +74,4 @@ pub fn now() -> i64 {
 /// An error and its sources on one line.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     gatehouse_common::error_chain(e)
-}
-
-/// Changes an agent's desired state: a new generation when `change` alters it, nothing when it
-/// does not. Serialised within this controller, then the agent's stream is told.
-pub async fn change_desired(
-    shared: &Shared,
-    agent_id: &str,
-    change: impl FnOnce(
-        gatehouse_proto::v1::DesiredState,
-    ) -> Result<gatehouse_proto::v1::DesiredState, sites::Refused>,
-) -> Result<gatehouse_proto::v1::DesiredState, tonic::Status> {
-    let _guard = shared.state_changes.lock().await;
-    let store = &shared.store;
-    let current = store
-        .desired_latest(agent_id)
-        .await?
-        .map(|d| d.state)
-        .unwrap_or_default();
-    let next = change(current.clone()).map_err(|e| tonic::Status::invalid_argument(e.0))?;
-    let unchanged = gatehouse_proto::v1::DesiredState {
-        generation: current.generation,
-        ..next.clone()
-    } == current;
-    if unchanged {
-        return Ok(current);
-    }
-    let stored = store.desired_push(agent_id, next, now()).await?;
-    shared.fleet.desired_changed(agent_id);
-    Ok(stored)
 }

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tracing::{error, info};
 
-use crate::admin_api::AdminApi;
 use crate::agent_api::AgentApi;
+use crate::api::AdminApi;
 use crate::ca::{Ca, CaError, CaKind};
 use crate::config::Config;
 use crate::fleet::Fleet;

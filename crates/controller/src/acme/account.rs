@@ -4,10 +4,10 @@
 use base64::Engine;
 use gatehouse_proto::names::ResourceName;
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
-use tonic::Status;
 use tracing::info;
 
 use super::http::AcmeHttp;
+use crate::error::Error;
 use crate::store::AcmeAccountRow;
 use crate::{Shared, now};
 
@@ -106,8 +106,8 @@ fn sealed_eab_name(account: &str) -> String {
 }
 
 /// Registers the account at the CA and stores it.
-pub async fn create(shared: &Shared, input: NewAccountInput) -> Result<AcmeAccountRow, Status> {
-    let bad = |m: String| Status::invalid_argument(m);
+pub async fn create(shared: &Shared, input: NewAccountInput) -> Result<AcmeAccountRow, Error> {
+    let bad = Error::Invalid;
     let name: ResourceName = input
         .name
         .parse()
@@ -139,7 +139,7 @@ pub async fn create(shared: &Shared, input: NewAccountInput) -> Result<AcmeAccou
         None => None,
     };
     if shared.store.acme_account(name.as_str()).await?.is_some() {
-        return Err(Status::already_exists(format!(
+        return Err(Error::Exists(format!(
             "an ACME account named {name} exists"
         )));
     }
@@ -186,27 +186,27 @@ pub async fn create(shared: &Shared, input: NewAccountInput) -> Result<AcmeAccou
 }
 
 /// A clear message for a CA that refused to create the account.
-fn refused(e: &instant_acme::Error, with_eab: bool) -> Status {
+fn refused(e: &instant_acme::Error, with_eab: bool) -> Error {
     let detail = super::describe(e);
     match e {
         instant_acme::Error::Api(problem) => {
             let kind = problem.r#type.as_deref().unwrap_or_default();
             if kind.ends_with(":externalAccountRequired") {
-                Status::failed_precondition(format!(
+                Error::Precondition(format!(
                     "the CA requires External Account Binding: give --eab-kid and \
                      --eab-hmac-file ({detail})"
                 ))
             } else if with_eab && (kind.ends_with(":unauthorized") || kind.ends_with(":malformed"))
             {
-                Status::failed_precondition(format!(
+                Error::Precondition(format!(
                     "the CA refused the External Account Binding: check --eab-kid and the HMAC \
                      key in --eab-hmac-file ({detail})"
                 ))
             } else {
-                Status::failed_precondition(format!("the CA refused the account: {detail}"))
+                Error::Precondition(format!("the CA refused the account: {detail}"))
             }
         }
-        _ => Status::unavailable(format!("cannot reach the ACME CA: {detail}")),
+        _ => Error::Unavailable(format!("cannot reach the ACME CA: {detail}")),
     }
 }
 

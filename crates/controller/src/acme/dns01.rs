@@ -51,9 +51,9 @@ pub async fn zone_for(shared: &Shared, domain: &str) -> Result<ZoneRef, String> 
         );
     }
     for account in accounts {
-        let client = crate::cloudflare_sites::client(shared, &account.name)
+        let client = crate::cloudflare::accounts::client(shared, &account.name)
             .await
-            .map_err(|s| s.message().to_owned())?;
+            .map_err(|e| e.to_string())?;
         let zones = client
             .zones()
             .await
@@ -174,9 +174,9 @@ pub async fn clean_up(shared: &Shared, order_id: &str) -> Result<usize, String> 
 }
 
 async fn delete(shared: &Shared, row: &AcmeTxtRow) -> Result<(), String> {
-    let client = crate::cloudflare_sites::client(shared, &row.cloudflare_account)
+    let client = crate::cloudflare::accounts::client(shared, &row.cloudflare_account)
         .await
-        .map_err(|s| s.message().to_owned())?;
+        .map_err(|e| e.to_string())?;
     let ids: Vec<String> = if row.record_id.is_empty() {
         // Recorded but the creation's answer was lost: find it by name and content.
         client

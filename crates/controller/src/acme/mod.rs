@@ -12,6 +12,7 @@ pub mod worker;
 use gatehouse_proto::spec::Certificate;
 use tracing::info;
 
+use crate::error::Error;
 use crate::secrets::{random_id, sha256_hex};
 use crate::store::{AcmeOrderRow, OrderState};
 use crate::{Shared, now};
@@ -239,24 +240,23 @@ pub async fn revoke(
     shared: &Shared,
     id: &str,
     reason: instant_acme::RevocationReason,
-) -> Result<AcmeOrderRow, tonic::Status> {
-    use tonic::Status;
+) -> Result<AcmeOrderRow, Error> {
     let mut order = shared
         .store
         .acme_order(id)
         .await?
-        .ok_or_else(|| Status::not_found(format!("no certificate order {id:?}")))?;
+        .ok_or_else(|| Error::NotFound(format!("no certificate order {id:?}")))?;
     if order.state != OrderState::Issued {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::Precondition(format!(
             "order {id} is {}: only an issued certificate can be revoked",
             order.state
         )));
     }
     let account = account::load(shared, &order.account)
         .await
-        .map_err(Status::failed_precondition)?;
+        .map_err(Error::Precondition)?;
     let der = x509_parser::pem::parse_x509_pem(order.chain_pem.as_bytes())
-        .map_err(|e| Status::internal(format!("the stored certificate is not PEM: {e}")))?
+        .map_err(|e| Error::Internal(format!("the stored certificate is not PEM: {e}")))?
         .1
         .contents;
     let der = rustls_pki_types::CertificateDer::from(der);
@@ -266,7 +266,7 @@ pub async fn revoke(
             reason: Some(reason),
         })
         .await
-        .map_err(|e| Status::failed_precondition(format!("the CA refused: {}", describe(&e))))?;
+        .map_err(|e| Error::Precondition(format!("the CA refused: {}", describe(&e))))?;
     order.state = OrderState::Revoked;
     order.updated_at = now();
     shared.store.acme_order_update(&order).await?;

@@ -113,9 +113,9 @@ async fn schedule(shared: &Shared, order: &mut AcmeOrderRow) {
 pub async fn next_revision(
     shared: &Shared,
     order: &AcmeOrderRow,
-) -> Result<gatehouse_proto::v1::DesiredState, tonic::Status> {
+) -> crate::error::Result<gatehouse_proto::v1::DesiredState> {
     let (name, revision) = (order.certificate.as_str(), order.revision);
-    crate::change_desired(shared, &order.agent_id, |mut state| {
+    crate::desired::change(shared, &order.agent_id, |mut state| {
         if let Some(cert) = state
             .certificates
             .iter_mut()
@@ -140,7 +140,7 @@ async fn renew(shared: &Shared, order: &mut AcmeOrderRow) {
                 warn!(order = %order.id, "cannot save the renewal: {e}");
             }
         }
-        Err(e) => warn!(order = %order.id, "cannot start the renewal: {}", e.message()),
+        Err(e) => warn!(order = %order.id, "cannot start the renewal: {}", e),
     }
 }
 

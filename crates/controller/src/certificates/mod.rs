@@ -6,7 +6,7 @@ use gatehouse_proto::spec::{Certificate, Issuer};
 use gatehouse_proto::v1::CertificateRequest;
 use tracing::{info, warn};
 
-use crate::admin_api::{Actor, audit};
+use crate::audit::{self, Actor};
 use crate::{Shared, now};
 
 /// Counts one issuance for `agent` and certificate `name`, or refuses it (audited once per
@@ -31,7 +31,7 @@ pub async fn admit(shared: &Shared, agent: &str, name: &str) -> Result<(), Strin
                     id: agent.to_owned(),
                 };
                 let target = format!("certificate:{name}");
-                audit(shared, &actor, "cert.issue", &target, Some(&message)).await;
+                audit::record(shared, &actor, "cert.issue", &target, Some(&message)).await;
             }
             Err(message)
         }
@@ -88,7 +88,7 @@ pub async fn issue(
         }
         Issuer::OriginCa(account) => {
             admit(shared, agent, &request.name).await?;
-            let pem = crate::cloudflare_sites::issue_origin(
+            let pem = crate::sites::cloudflare::issue_origin(
                 shared,
                 agent,
                 account.as_str(),

@@ -2,6 +2,7 @@
 //! that honour `Retry-After` with jittered backoff. Errors carry Cloudflare's codes and
 //! messages. Everything that talks to Cloudflare goes through here.
 
+pub mod accounts;
 pub mod dns;
 pub mod origin_ca;
 pub mod zones;

@@ -1,15 +1,16 @@
-//! `gatehousectl site …` and `gatehousectl cert …`.
+//! `gatehousectl site …`: Caddy sites on agents.
 
-use crate::output::say;
 use anyhow::{anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use gatehouse_proto::names::{DomainName, ResourceName};
 use gatehouse_proto::v1::*;
 use serde_json::{Value, json};
 
+use super::certs::inventory_json;
+use super::confirm;
 use crate::Output;
-use crate::commands::{Client, confirm, explain};
-use crate::output::{self, time};
+use crate::client::{Client, explain};
+use crate::output::{self, say, time};
 
 /// How a site gets its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,54 +141,6 @@ pub enum SiteCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CertCommand {
-    /// Ask the agent for a new key and certificate now.
-    Reissue {
-        #[arg(long)]
-        agent: String,
-        name: String,
-    },
-    /// ACME orders (one per host and certificate revision) and where each stands.
-    List {
-        /// Only this agent's.
-        #[arg(long)]
-        agent: Option<String>,
-    },
-    /// One ACME order: its state, last error, next attempt and DNS-01 records.
-    Show { id: String },
-    /// Start a failed or waiting ACME order's next attempt now (resets its backoff).
-    Retry { id: String },
-    /// A certificate (without a site) on each bound host; each host makes its own key.
-    Request {
-        /// The certificate's name on the hosts (files <name>-<hash>.crt/.key).
-        #[arg(long)]
-        name: String,
-        /// A name it covers (repeatable; *.example.com for a wildcard).
-        #[arg(long = "domain", required = true)]
-        domains: Vec<String>,
-        /// The ACME account (see gatehousectl acme account list); short for
-        /// `--issuer acme:ACCOUNT`.
-        #[arg(long, conflicts_with = "issuer")]
-        account: Option<String>,
-        /// Who signs it: `acme:ACCOUNT`, or `internal` (the controller's site CA).
-        #[arg(long)]
-        issuer: Option<String>,
-        /// A host it is bound to (repeatable).
-        #[arg(long = "agent", required = true)]
-        agents: Vec<String>,
-        #[arg(long, value_enum, default_value_t = Key::P256)]
-        key_type: Key,
-    },
-    /// Revoke an issued ACME certificate at its CA; a host still using it gets a new one.
-    Revoke {
-        id: String,
-        /// unspecified, key-compromise, superseded, cessation-of-operation.
-        #[arg(long, default_value = "unspecified")]
-        reason: String,
     },
 }
 
@@ -367,7 +320,7 @@ pub fn check(cmd: &SiteCommand) -> anyhow::Result<()> {
     site_request(cmd).map(|_| ())
 }
 
-pub async fn site(client: &mut Client, cmd: SiteCommand, out: Output) -> anyhow::Result<()> {
+pub async fn run(client: &mut Client, cmd: SiteCommand, out: Output) -> anyhow::Result<()> {
     if let Some(mut request) = site_request(&cmd)? {
         if let Some(cf) = request.cloudflare.as_mut()
             && cf.account.is_empty()
@@ -449,251 +402,6 @@ pub async fn site(client: &mut Client, cmd: SiteCommand, out: Output) -> anyhow:
     }
 }
 
-pub async fn cert(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::Result<()> {
-    match cmd {
-        CertCommand::Reissue { agent, name } => {
-            let a = client
-                .reissue_certificate(ReissueCertificateRequest {
-                    agent_id: agent.clone(),
-                    name: name.clone(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if out == Output::Json {
-                output::json(
-                    &json!({"agent_id": a.id, "certificate": name, "desired_generation": a.desired_generation}),
-                );
-            } else {
-                say!(
-                    "certificate {name} on agent {agent}: a new key and certificate are on their way (generation {})",
-                    a.desired_generation
-                );
-            }
-            Ok(())
-        }
-        CertCommand::List { agent } => {
-            let orders = client
-                .list_certificate_orders(ListCertificateOrdersRequest {
-                    agent_id: agent.unwrap_or_default(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .orders;
-            let now = now();
-            output::list(
-                out,
-                &orders,
-                &[
-                    "ID",
-                    "AGENT",
-                    "CERTIFICATE",
-                    "DOMAINS",
-                    "STATE",
-                    "EXPIRES",
-                    "NOTE",
-                ],
-                order_json,
-                |o| {
-                    vec![
-                        o.id.clone(),
-                        o.agent_id.clone(),
-                        format!("{} r{}", o.certificate, o.revision),
-                        o.domains.join(","),
-                        o.state.clone(),
-                        if o.not_after > 0 {
-                            output::time(o.not_after)
-                        } else {
-                            "-".into()
-                        },
-                        order_note(o, now),
-                    ]
-                },
-            );
-            Ok(())
-        }
-        CertCommand::Show { id } => {
-            let o = client
-                .get_certificate_order(GetCertificateOrderRequest { id })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            show_order(&o, out);
-            Ok(())
-        }
-        CertCommand::Request {
-            name,
-            domains,
-            account,
-            issuer,
-            agents,
-            key_type,
-        } => {
-            name.parse::<ResourceName>()
-                .map_err(|e| anyhow!("--name: {e}"))?;
-            let issuer = match (account, issuer) {
-                (Some(account), _) => format!("acme:{account}"),
-                (None, Some(issuer)) => issuer,
-                (None, None) => {
-                    bail!("say who signs it: --account ACME_ACCOUNT or --issuer internal")
-                }
-            };
-            for d in &domains {
-                d.parse::<DomainName>()
-                    .map_err(|e| anyhow!("--domain {d}: {e}"))?;
-            }
-            let answer = client
-                .request_certificate(RequestCertificateRequest {
-                    name: name.clone(),
-                    domains,
-                    issuer,
-                    key_type: match key_type {
-                        Key::P256 => KeyType::P256,
-                        Key::Rsa2048 => KeyType::Rsa2048,
-                    } as i32,
-                    agent_ids: agents,
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if out == Output::Json {
-                output::json(&json!({
-                    "certificate": name,
-                    "agents": answer.agents.iter().map(|a| json!({
-                        "id": a.id, "desired_generation": a.desired_generation,
-                    })).collect::<Vec<_>>(),
-                }));
-            } else {
-                for a in &answer.agents {
-                    say!(
-                        "certificate {name} on agent {} (generation {}): the host makes a key, \
-                         then the order starts; follow it with gatehousectl cert list",
-                        a.id,
-                        a.desired_generation
-                    );
-                }
-            }
-            Ok(())
-        }
-        CertCommand::Revoke { id, reason } => {
-            let o = client
-                .revoke_certificate_order(RevokeCertificateOrderRequest { id, reason })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if out == Output::Json {
-                output::json(&order_json(&o));
-            } else {
-                say!(
-                    "certificate {} (serial {}) of order {} revoked; agent {} gets a new one",
-                    o.certificate,
-                    o.serial,
-                    o.id,
-                    o.agent_id
-                );
-            }
-            Ok(())
-        }
-        CertCommand::Retry { id } => {
-            let o = client
-                .retry_certificate_order(GetCertificateOrderRequest { id })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if out == Output::Json {
-                output::json(&order_json(&o));
-            } else {
-                say!("order {}: the next attempt starts now", o.id);
-            }
-            Ok(())
-        }
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn order_note(o: &CertificateOrder, now: i64) -> String {
-    if o.renewal_overdue {
-        return "RENEWAL OVERDUE: in its last third, not renewed".into();
-    }
-    if o.state == "issued" && o.superseded {
-        return "renewed".into();
-    }
-    if o.state == "issued" && o.renew_at > 0 {
-        return format!(
-            "renews {} ({})",
-            output::relative(o.renew_at, now),
-            o.renewal
-        );
-    }
-    if o.state == "failed" {
-        return format!(
-            "attempt {} failed, next {}: {}",
-            o.failures,
-            output::relative(o.next_attempt_at, now),
-            o.last_error
-        );
-    }
-    String::new()
-}
-
-fn order_json(o: &CertificateOrder) -> serde_json::Value {
-    json!({
-        "id": o.id, "agent_id": o.agent_id, "certificate": o.certificate, "revision": o.revision,
-        "account": o.account, "domains": o.domains, "state": o.state, "last_error": o.last_error,
-        "failures": o.failures, "next_attempt_at": o.next_attempt_at, "serial": o.serial,
-        "not_before": o.not_before, "not_after": o.not_after, "created_at": o.created_at,
-        "updated_at": o.updated_at, "txt_records": o.txt_records,
-        "renew_at": o.renew_at, "renewal": o.renewal, "superseded": o.superseded,
-        "renewal_overdue": o.renewal_overdue,
-    })
-}
-
-fn show_order(o: &CertificateOrder, out: Output) {
-    if out == Output::Json {
-        output::json(&order_json(o));
-        return;
-    }
-    let now = now();
-    say!("order:        {}", o.id);
-    say!("agent:        {}", o.agent_id);
-    say!("certificate:  {} (revision {})", o.certificate, o.revision);
-    say!("account:      acme:{}", o.account);
-    say!("domains:      {}", o.domains.join(", "));
-    say!("state:        {}", o.state);
-    if o.state == "issued" {
-        say!("serial:       {}", o.serial);
-        say!(
-            "valid:        {} to {}",
-            output::time(o.not_before),
-            output::time(o.not_after)
-        );
-    }
-    if !o.last_error.is_empty() {
-        say!("last error:   {}", o.last_error);
-    }
-    if o.state != "issued" && o.failures > 0 {
-        say!(
-            "next attempt: {} (failure {} in a row)",
-            output::relative(o.next_attempt_at, now),
-            o.failures
-        );
-    }
-    let note = order_note(o, now);
-    if !note.is_empty() && o.state == "issued" {
-        say!("note:         {note}");
-    }
-    for record in &o.txt_records {
-        say!("dns-01 txt:   {record}");
-    }
-}
-
 fn tls_text(spec: &SiteSpec) -> String {
     match spec.tls.as_ref().and_then(|t| t.mode.as_ref()) {
         Some(site_tls::Mode::Certificate(c)) => format!("files:{c}"),
@@ -704,13 +412,6 @@ fn tls_text(spec: &SiteSpec) -> String {
         Some(site_tls::Mode::CaddyInternal(_)) => "caddy-internal".into(),
         None => "-".into(),
     }
-}
-
-pub fn inventory_json(c: &CertificateInventory) -> Value {
-    json!({
-        "name": c.name, "serial": c.serial, "not_after": c.not_after, "sha256": c.sha256,
-        "path": c.path, "revision": c.revision, "domains": c.domains,
-    })
 }
 
 fn site_json(s: &Site) -> Value {
@@ -761,121 +462,6 @@ fn print_site(s: &Site, out: Output) -> anyhow::Result<()> {
             time(c.not_after),
             c.path
         );
-    }
-    Ok(())
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CloudflareCommand {
-    /// Cloudflare accounts (API tokens, stored encrypted).
-    #[command(subcommand)]
-    Account(AccountCommand),
-    /// The zones the accounts can see.
-    Zones {
-        /// Only this account's zones.
-        #[arg(long)]
-        account: Option<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AccountCommand {
-    /// Add an account: its API token is verified with Cloudflare first.
-    Add {
-        /// A name for the account.
-        #[arg(long)]
-        name: String,
-        /// A file holding the API token (never pass tokens on a command line).
-        #[arg(long)]
-        token_file: std::path::PathBuf,
-        /// The API root (default: Cloudflare's).
-        #[arg(long)]
-        api_url: Option<String>,
-    },
-    /// List accounts (never their tokens).
-    List,
-}
-
-pub async fn cloudflare(
-    client: &mut Client,
-    cmd: CloudflareCommand,
-    out: Output,
-) -> anyhow::Result<()> {
-    match cmd {
-        CloudflareCommand::Account(AccountCommand::Add {
-            name,
-            token_file,
-            api_url,
-        }) => {
-            let token = std::fs::read_to_string(&token_file)
-                .map_err(|e| anyhow!("cannot read --token-file {}: {e}", token_file.display()))?;
-            let a = client
-                .add_cloudflare_account(AddCloudflareAccountRequest {
-                    name,
-                    token: token.trim().to_owned(),
-                    api_url: api_url.unwrap_or_default(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if out == Output::Json {
-                output::json(
-                    &json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id}),
-                );
-            } else {
-                say!(
-                    "Cloudflare account {} added (token {} verified)",
-                    a.name,
-                    a.token_id
-                );
-            }
-        }
-        CloudflareCommand::Account(AccountCommand::List) => {
-            let accounts = client
-                .list_cloudflare_accounts(ListCloudflareAccountsRequest {})
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .accounts;
-            output::list(
-                out,
-                &accounts,
-                &["NAME", "API", "TOKEN ID", "ADDED"],
-                |a| json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id, "created_at": a.created_at}),
-                |a| {
-                    vec![
-                        a.name.clone(),
-                        a.api_url.clone(),
-                        a.token_id.clone(),
-                        time(a.created_at),
-                    ]
-                },
-            );
-        }
-        CloudflareCommand::Zones { account } => {
-            let zones = client
-                .list_zones(ListZonesRequest {
-                    account: account.unwrap_or_default(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .zones;
-            output::list(
-                out,
-                &zones,
-                &["ZONE", "ID", "STATUS", "ACCOUNT"],
-                |z| json!({"id": z.id, "name": z.name, "status": z.status, "account": z.account}),
-                |z| {
-                    vec![
-                        z.name.clone(),
-                        z.id.clone(),
-                        z.status.clone(),
-                        z.account.clone(),
-                    ]
-                },
-            );
-        }
     }
     Ok(())
 }

@@ -1,156 +1,28 @@
-//! Sites with names in Cloudflare zones: accounts, zones, the records gatehouse creates, and
-//! Origin CA certificates. Every step that creates something at Cloudflare records it in the
-//! store first, so a failure midway leaves a state `site show` explains and a retry completes,
-//! and `site delete` removes exactly what was made.
+//! A site's name in a Cloudflare zone: the zone, a name, the A/AAAA records gatehouse creates,
+//! and the Origin CA certificates issued for it. Every step that creates something at
+//! Cloudflare records it in the store first, so a failure midway leaves a state `site show`
+//! explains and a retry completes, and `site delete` removes exactly what was made.
 
-use gatehouse_proto::names::{DomainName, ResourceName};
+use gatehouse_proto::names::DomainName;
+use gatehouse_proto::names::ResourceName;
 use gatehouse_proto::v1 as pb;
-use tonic::Status;
 use tracing::info;
 
+use crate::cloudflare::accounts::client;
 use crate::cloudflare::dns::NewRecord;
-use crate::cloudflare::{ApiToken, Client, CloudflareError, DEFAULT_API_URL};
+use crate::error::{Error, Result};
 use crate::secrets::random_id;
-use crate::store::{CloudflareAccountRow, CloudflareSiteRow};
+use crate::store::CloudflareSiteRow;
 use crate::{Shared, now};
-
-/// Cloudflare's refusal as a gRPC status that says what to do.
-pub fn status(e: CloudflareError) -> Status {
-    match &e {
-        CloudflareError::Api { .. } if e.is_auth() => Status::failed_precondition(format!(
-            "{e}: check the account's token (gatehousectl cloudflare account add)"
-        )),
-        CloudflareError::Api { .. } => Status::failed_precondition(e.to_string()),
-        CloudflareError::Unavailable { .. } => Status::unavailable(e.to_string()),
-        CloudflareError::Unexpected { .. } => Status::internal(e.to_string()),
-    }
-}
-
-fn sealed_name(account: &str) -> String {
-    format!("cloudflare.account.{account}")
-}
-
-/// Verifies the token with Cloudflare, then stores the account with the token sealed.
-pub async fn add_account(
-    shared: &Shared,
-    req: &pb::AddCloudflareAccountRequest,
-) -> Result<pb::CloudflareAccount, Status> {
-    let name: ResourceName = req
-        .name
-        .parse()
-        .map_err(|e: gatehouse_proto::names::NameError| Status::invalid_argument(e.to_string()))?;
-    let api_url = if req.api_url.is_empty() {
-        DEFAULT_API_URL.to_owned()
-    } else {
-        req.api_url.clone()
-    };
-    if !api_url.starts_with("https://") && !api_url.starts_with("http://") {
-        return Err(Status::invalid_argument("api_url: must be an http(s) URL"));
-    }
-    if req.token.trim().is_empty() {
-        return Err(Status::invalid_argument(
-            "token: empty (is the token file empty?)",
-        ));
-    }
-    let token = ApiToken::new(&req.token);
-    let token_id = Client::new(&api_url, token.clone())
-        .verify_token()
-        .await
-        .map_err(|e| Status::failed_precondition(format!("Cloudflare refused the token: {e}")))?;
-    if shared
-        .store
-        .cloudflare_accounts()
-        .await?
-        .iter()
-        .any(|a| a.name == name.as_str())
-    {
-        return Err(Status::already_exists(format!(
-            "an account named {name} exists"
-        )));
-    }
-    let row = CloudflareAccountRow {
-        name: name.to_string(),
-        api_url,
-        token_sealed: shared
-            .master_key
-            .seal(&sealed_name(name.as_str()), token.expose().as_bytes()),
-        token_id,
-        created_at: now(),
-    };
-    shared.store.cloudflare_account_insert(&row).await?;
-    info!(account = %row.name, "Cloudflare account added");
-    Ok(account_view(&row))
-}
-
-/// The API view of an account (never the token).
-pub fn account_view(row: &CloudflareAccountRow) -> pb::CloudflareAccount {
-    pb::CloudflareAccount {
-        name: row.name.clone(),
-        api_url: row.api_url.clone(),
-        token_id: row.token_id.clone(),
-        created_at: row.created_at,
-    }
-}
-
-/// A client for a stored account.
-pub async fn client(shared: &Shared, account: &str) -> Result<Client, Status> {
-    let row = shared
-        .store
-        .cloudflare_accounts()
-        .await?
-        .into_iter()
-        .find(|a| a.name == account)
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "no Cloudflare account {account:?}: add it with gatehousectl cloudflare account add"
-            ))
-        })?;
-    let token = shared
-        .master_key
-        .open(&sealed_name(&row.name), &row.token_sealed)
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let token =
-        String::from_utf8(token).map_err(|_| Status::internal("stored token is damaged"))?;
-    Ok(Client::new(&row.api_url, ApiToken::new(&token)))
-}
-
-/// Zones of one account or all.
-pub async fn zones(shared: &Shared, account: &str) -> Result<Vec<pb::Zone>, Status> {
-    let accounts: Vec<String> = shared
-        .store
-        .cloudflare_accounts()
-        .await?
-        .into_iter()
-        .map(|a| a.name)
-        .filter(|a| account.is_empty() || a == account)
-        .collect();
-    if !account.is_empty() && accounts.is_empty() {
-        return Err(Status::not_found(format!(
-            "no Cloudflare account {account:?}"
-        )));
-    }
-    let mut out = Vec::new();
-    for a in accounts {
-        for z in client(shared, &a).await?.zones().await.map_err(status)? {
-            out.push(pb::Zone {
-                id: z.id,
-                name: z.name,
-                status: z.status,
-                account: a.clone(),
-            });
-        }
-    }
-    Ok(out)
-}
 
 /// Picks the first candidate that `taken` does not refuse.
 pub async fn pick_name<F, Fut>(
     mut candidates: impl Iterator<Item = String>,
     mut taken: F,
-) -> Result<String, Status>
+) -> Result<String>
 where
     F: FnMut(String) -> Fut,
-    Fut: std::future::Future<Output = Result<bool, Status>>,
+    Fut: std::future::Future<Output = Result<bool>>,
 {
     for _ in 0..20 {
         let Some(c) = candidates.next() else { break };
@@ -158,8 +30,8 @@ where
             return Ok(c);
         }
     }
-    Err(Status::resource_exhausted(
-        "could not find a free agent- name in 20 tries",
+    Err(Error::Exhausted(
+        "could not find a free agent- name in 20 tries".into(),
     ))
 }
 
@@ -177,12 +49,9 @@ pub async fn set_up(
     agent_id: &str,
     cf: &pb::CloudflareSite,
     reported_addresses: &[String],
-) -> Result<CloudflareSiteRow, Status> {
+) -> Result<CloudflareSiteRow> {
     let client = client(shared, &cf.account).await?;
-    let zone_name: DomainName = cf
-        .zone
-        .parse()
-        .map_err(|e: gatehouse_proto::names::NameError| Status::invalid_argument(e.to_string()))?;
+    let zone_name: DomainName = cf.zone.parse()?;
     let ours: Vec<CloudflareSiteRow> = shared
         .store
         .cloudflare_sites()
@@ -193,20 +62,14 @@ pub async fn set_up(
     let existing = if cf.name.is_empty() {
         ours.into_iter().next()
     } else {
-        let label: ResourceName =
-            cf.name
-                .parse()
-                .map_err(|e: gatehouse_proto::names::NameError| {
-                    Status::invalid_argument(e.to_string())
-                })?;
+        let label: ResourceName = cf.name.parse()?;
         ours.into_iter().find(|r| r.site == label.as_str())
     };
     let zone = client
         .zone_by_name(zone_name.as_str())
-        .await
-        .map_err(status)?
+        .await?
         .ok_or_else(|| {
-            Status::failed_precondition(format!(
+            Error::Precondition(format!(
                 "the account {} has no zone {zone_name}: see gatehousectl cloudflare zones",
                 cf.account
             ))
@@ -219,13 +82,13 @@ pub async fn set_up(
                 !ip.is_loopback() && !ip.is_private() && !ip.is_link_local() && !ip.is_unspecified()
             })
             .ok_or_else(|| {
-                Status::failed_precondition(
-                    "the agent reported no public IPv4 address: pass --address",
+                Error::Precondition(
+                    "the agent reported no public IPv4 address: pass --address".into(),
                 )
             })?
     } else {
         cf.address.parse().map_err(|_| {
-            Status::invalid_argument(format!("address {:?} is not an IPv4 address", cf.address))
+            Error::Invalid(format!("address {:?} is not an IPv4 address", cf.address))
         })?
     };
     let v6 = if cf.address_v6.is_empty() {
@@ -235,7 +98,7 @@ pub async fn set_up(
             .find(|ip| (ip.segments()[0] & 0xe000) == 0x2000)
     } else {
         Some(cf.address_v6.parse().map_err(|_| {
-            Status::invalid_argument(format!(
+            Error::Invalid(format!(
                 "address_v6 {:?} is not an IPv6 address",
                 cf.address_v6
             ))
@@ -266,8 +129,7 @@ pub async fn set_up(
                     }
                     Ok(!client
                         .records_named(&zone_id, &fqdn, None)
-                        .await
-                        .map_err(status)?
+                        .await?
                         .is_empty())
                 }
             })
@@ -275,19 +137,14 @@ pub async fn set_up(
             format!("{label}.{zone_name}")
         }
         (_, label) => {
-            let fqdn: DomainName = format!("{label}.{zone_name}").parse().map_err(
-                |e: gatehouse_proto::names::NameError| Status::invalid_argument(e.to_string()),
-            )?;
-            let live = client
-                .records_named(&zone.id, fqdn.as_str(), None)
-                .await
-                .map_err(status)?;
+            let fqdn: DomainName = format!("{label}.{zone_name}").parse()?;
+            let live = client.records_named(&zone.id, fqdn.as_str(), None).await?;
             let ours = existing
                 .as_ref()
                 .map(|r| r.record_ids.clone())
                 .unwrap_or_default();
             if live.iter().any(|r| !ours.contains(&r.id)) {
-                return Err(Status::already_exists(format!(
+                return Err(Error::Exists(format!(
                     "{fqdn} already has records in the zone that gatehouse did not make; choose another --name"
                 )));
             }
@@ -333,7 +190,7 @@ pub async fn set_up(
         let live = match client
             .records_named(&zone.id, &fqdn, Some(kind))
             .await
-            .map_err(status)
+            .map_err(Error::from)
         {
             Ok(l) => l,
             Err(e) => return Err(fail(shared, &mut row, "listing records", e).await),
@@ -351,7 +208,7 @@ pub async fn set_up(
                 }
             }
             Err(e) => {
-                return Err(fail(shared, &mut row, &format!("the {kind} record"), status(e)).await);
+                return Err(fail(shared, &mut row, &format!("the {kind} record"), e.into()).await);
             }
         }
     }
@@ -361,34 +218,34 @@ pub async fn set_up(
     Ok(row)
 }
 
-async fn fail(shared: &Shared, row: &mut CloudflareSiteRow, step: &str, e: Status) -> Status {
-    row.state = format!("stopped at {step}: {}", e.message());
+/// Records where the set-up (or the removal) stopped, and says how to finish it.
+async fn fail(shared: &Shared, row: &mut CloudflareSiteRow, step: &str, e: Error) -> Error {
+    row.state = format!("stopped at {step}: {e}");
     let _ = shared.store.cloudflare_site_put(row).await;
-    Status::new(
-        e.code(),
+    e.reworded(|_| {
         format!(
             "{}; run the same command again to finish (site show explains)",
             row.state
-        ),
-    )
+        )
+    })
 }
 
 /// Removes the site's records and revokes its Origin CA certificates, then forgets it.
-pub async fn tear_down(shared: &Shared, agent_id: &str, site: &str) -> Result<(), Status> {
+pub async fn tear_down(shared: &Shared, agent_id: &str, site: &str) -> Result<()> {
     let Some(mut row) = shared.store.cloudflare_site_get(agent_id, site).await? else {
         return Ok(());
     };
     let client = client(shared, &row.account).await?;
     while let Some(id) = row.record_ids.last().cloned() {
         if let Err(e) = client.delete_record(&row.zone_id, &id).await {
-            return Err(fail(shared, &mut row, "deleting records", status(e)).await);
+            return Err(fail(shared, &mut row, "deleting records", e.into()).await);
         }
         row.record_ids.pop();
         shared.store.cloudflare_site_put(&row).await?;
     }
     while let Some(id) = row.certificate_ids.last().cloned() {
         if let Err(e) = client.revoke_origin_certificate(&id).await {
-            return Err(fail(shared, &mut row, "revoking certificates", status(e)).await);
+            return Err(fail(shared, &mut row, "revoking certificates", e.into()).await);
         }
         row.certificate_ids.pop();
         shared.store.cloudflare_site_put(&row).await?;
@@ -407,9 +264,7 @@ pub async fn issue_origin(
     csr_der: &[u8],
     hostnames: &[String],
 ) -> Result<String, String> {
-    let client = client(shared, account)
-        .await
-        .map_err(|s| s.message().to_owned())?;
+    let client = client(shared, account).await.map_err(|e| e.to_string())?;
     let csr = crate::cloudflare::origin_ca::csr_pem(csr_der);
     let cert = client
         .create_origin_certificate(&csr, hostnames, 90)

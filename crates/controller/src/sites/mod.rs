@@ -1,5 +1,8 @@
 //! Sites and their certificates as changes to a host's desired state. Pure: each function takes
-//! the current state and returns the next one, or says why not.
+//! the current state and returns the next one, or says why not. Their names in Cloudflare
+//! zones are in [`cloudflare`].
+
+pub mod cloudflare;
 
 use gatehouse_proto::spec::{Site, SiteTls, ValidState};
 use gatehouse_proto::v1::{

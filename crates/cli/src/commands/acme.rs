@@ -10,7 +10,7 @@ use gatehouse_proto::v1::*;
 use serde_json::json;
 
 use crate::Output;
-use crate::commands::{Client, explain};
+use crate::client::{Client, explain};
 use crate::output;
 
 #[derive(Debug, Subcommand)]
@@ -65,7 +65,7 @@ fn default_name(ca: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow!("cannot name the account after {ca:?} ({e}): give --name"))
 }
 
-pub async fn acme(client: &mut Client, cmd: AcmeCommand, out: Output) -> anyhow::Result<()> {
+pub async fn run(client: &mut Client, cmd: AcmeCommand, out: Output) -> anyhow::Result<()> {
     match cmd {
         AcmeCommand::Account(AcmeAccountCommand::Create {
             ca,

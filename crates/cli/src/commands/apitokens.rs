@@ -1,0 +1,107 @@
+//! `gatehousectl apitoken …`: API tokens for the admin API.
+
+use clap::Subcommand;
+use gatehouse_proto::v1::*;
+use serde_json::{Value, json};
+
+use super::{confirm, now};
+use crate::Output;
+use crate::client::{Client, explain};
+use crate::output::{self, relative, say};
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Create an API token and print it (shown once).
+    Create {
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+    },
+    /// List API tokens.
+    List,
+    /// Revoke an API token.
+    Revoke {
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub async fn run(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        ApiTokenCommand::Create { name, role } => {
+            let answer = client
+                .create_api_token(CreateApiTokenRequest { name, role })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let info = answer.info.unwrap_or_default();
+            if out == Output::Json {
+                let mut v = api_token_json(&info);
+                v["token"] = json!(answer.token);
+                output::json(&v);
+            } else {
+                say!("{}", answer.token);
+                eprintln!(
+                    "API token {} ({}, role {}); it is shown only now.",
+                    info.id, info.name, info.role
+                );
+            }
+        }
+        ApiTokenCommand::List => {
+            let tokens = client
+                .list_api_tokens(ListApiTokensRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .tokens;
+            let now = now();
+            output::list(
+                out,
+                &tokens,
+                &["ID", "NAME", "ROLE", "STATE", "LAST USED"],
+                api_token_json,
+                |t| {
+                    vec![
+                        t.id.clone(),
+                        t.name.clone(),
+                        t.role.clone(),
+                        if t.revoked_at > 0 {
+                            "revoked".into()
+                        } else {
+                            "active".into()
+                        },
+                        relative(t.last_used_at, now),
+                    ]
+                },
+            );
+        }
+        ApiTokenCommand::Revoke { id, yes } => {
+            confirm(&format!("Revoke API token {id}?"), yes)?;
+            let t = client
+                .revoke_api_token(RevokeApiTokenRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .token
+                .unwrap_or_default();
+            if out == Output::Json {
+                output::json(&api_token_json(&t));
+            } else {
+                say!("API token {} revoked", t.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn api_token_json(t: &ApiToken) -> Value {
+    json!({
+        "id": t.id, "name": t.name, "role": t.role, "created_at": t.created_at,
+        "revoked_at": t.revoked_at, "last_used_at": t.last_used_at,
+    })
+}

@@ -1,0 +1,185 @@
+//! Agents: the fleet's hosts, their labels, status and desired-state history.
+
+use gatehouse_proto::names::validate_labels;
+use gatehouse_proto::v1::*;
+
+use super::{Audited, agent_id_arg};
+use crate::error::{Error, Result};
+use crate::sites::Refused;
+use crate::store::AgentRow;
+use crate::{Shared, now};
+
+fn agent_view(shared: &Shared, row: AgentRow, desired_generation: u64) -> Agent {
+    let live = shared.fleet.view(&row.id);
+    let last_seen = live.last_seen.or(row.last_seen_at).unwrap_or(0);
+    let status = shared.agent_status(&row);
+    Agent {
+        id: row.id,
+        hostname: row.hostname,
+        labels: row.labels.into_iter().collect(),
+        enrolled_at: row.enrolled_at,
+        revoked_at: row.revoked_at.unwrap_or(0),
+        status: status.into(),
+        last_seen_at: last_seen,
+        connected_since: live.connected_since.unwrap_or(0),
+        sessions: live.sessions,
+        desired_generation,
+        applied_generation: row.applied_generation,
+        version: row.version,
+        facts: row.facts,
+        metrics: live.metrics,
+        metrics_sampled_at: live.metrics_sampled_at,
+        certificate_serial: row.cert_serial,
+        certificate_not_after: row.cert_not_after,
+        domain: row.domain,
+    }
+}
+
+/// One agent as the API shows it.
+pub(super) async fn agent_by_id(shared: &Shared, id: &str) -> Result<Agent> {
+    let row =
+        shared.store.agent_get(id).await?.ok_or_else(|| {
+            Error::NotFound(format!("no agent {id:?}: see gatehousectl agents list"))
+        })?;
+    let generation = shared
+        .store
+        .desired_latest(id)
+        .await?
+        .map_or(0, |d| d.generation);
+    Ok(agent_view(shared, row, generation))
+}
+
+/// Applies `edit` to a known agent's newest desired state (a new generation when it changes).
+pub(super) async fn change_state(
+    shared: &Shared,
+    agent_id: &str,
+    edit: impl FnOnce(DesiredState) -> Result<DesiredState, Refused>,
+) -> Result<DesiredState> {
+    agent_by_id(shared, agent_id).await?;
+    crate::desired::change(shared, agent_id, edit).await
+}
+
+/// The agent's last apply: its generation, when, and the per-item results.
+pub(super) async fn last_apply(
+    shared: &Shared,
+    agent_id: &str,
+) -> Result<(u64, i64, Vec<ItemResult>)> {
+    let row = shared
+        .store
+        .agent_get(agent_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no agent {agent_id:?}")))?;
+    Ok(row
+        .last_apply
+        .map_or((0, 0, Vec::new()), |r| (r.generation, r.at, r.items())))
+}
+
+pub(super) async fn list_agents(
+    shared: &Shared,
+    _: ListAgentsRequest,
+) -> Result<ListAgentsResponse> {
+    let rows = shared.store.agent_list().await?;
+    let mut agents = Vec::with_capacity(rows.len());
+    for row in rows {
+        let generation = shared
+            .store
+            .desired_latest(&row.id)
+            .await?
+            .map_or(0, |d| d.generation);
+        agents.push(agent_view(shared, row, generation));
+    }
+    Ok(ListAgentsResponse { agents })
+}
+
+pub(super) async fn get_agent(shared: &Shared, req: GetAgentRequest) -> Result<Agent> {
+    agent_by_id(shared, &agent_id_arg(&req.id)?).await
+}
+
+pub(super) async fn get_agent_status(shared: &Shared, req: GetAgentRequest) -> Result<AgentStatus> {
+    let id = agent_id_arg(&req.id)?;
+    let agent = agent_by_id(shared, &id).await?;
+    let (applied_generation, applied_at, results) = last_apply(shared, &id).await?;
+    let history = shared
+        .store
+        .desired_history(&id, 50)
+        .await?
+        .into_iter()
+        .map(|d| GenerationInfo {
+            generation: d.generation,
+            created_at: d.created_at,
+            sites: d.state.sites.len() as u32,
+            certificates: d.state.certificates.len() as u32,
+        })
+        .collect();
+    Ok(AgentStatus {
+        agent: Some(agent),
+        applied_generation,
+        applied_at,
+        results,
+        certificates: shared.fleet.view(&id).certificates,
+        history,
+    })
+}
+
+impl Audited for RevokeAgentRequest {
+    type Response = Agent;
+    fn target(&self) -> String {
+        format!("agent:{}", self.id)
+    }
+}
+
+pub(super) async fn revoke_agent(shared: &Shared, req: RevokeAgentRequest) -> Result<Agent> {
+    let id = agent_id_arg(&req.id)?;
+    agent_by_id(shared, &id).await?;
+    shared.store.agent_revoke(&id, now()).await?;
+    // Refuse the next handshake and close the open stream now.
+    shared.revoked.insert(&id);
+    shared.fleet.disconnect(&id);
+    agent_by_id(shared, &id).await
+}
+
+impl Audited for SetAgentLabelsRequest {
+    type Response = Agent;
+    fn target(&self) -> String {
+        format!("agent:{}", self.id)
+    }
+}
+
+pub(super) async fn set_agent_labels(shared: &Shared, req: SetAgentLabelsRequest) -> Result<Agent> {
+    let id = agent_id_arg(&req.id)?;
+    let labels = validate_labels(&req.labels)?;
+    agent_by_id(shared, &id).await?;
+    shared.store.agent_set_labels(&id, &labels).await?;
+    change_state(shared, &id, |mut state| {
+        state.labels = labels.into_iter().collect();
+        Ok(state)
+    })
+    .await?;
+    agent_by_id(shared, &id).await
+}
+
+impl Audited for RollbackAgentRequest {
+    type Response = Agent;
+    fn target(&self) -> String {
+        format!("agent:{}", self.agent_id)
+    }
+    fn detail(&self) -> Option<String> {
+        Some(format!("to={}", self.to_generation))
+    }
+}
+
+pub(super) async fn rollback_agent(shared: &Shared, req: RollbackAgentRequest) -> Result<Agent> {
+    let id = agent_id_arg(&req.agent_id)?;
+    let earlier = shared
+        .store
+        .desired_get(&id, req.to_generation)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "agent {id} has no generation {}: see gatehousectl agents status {id}",
+                req.to_generation
+            ))
+        })?;
+    change_state(shared, &id, |_| Ok(crate::sites::rollback(earlier.state))).await?;
+    agent_by_id(shared, &id).await
+}
