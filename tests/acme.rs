@@ -247,7 +247,7 @@ fn single_name_and_wildcard_san_certificates_are_issued_and_served() {
     let wildcard = Upstream::start("wildcard and apex");
     let one = s.site(&single, &["app.example.com"]);
     let two = s.site(&wildcard, &["*.apps.example.com", "apps.example.com"]);
-    assert_eq!(one["tls"], "files:app-example-com");
+    assert_eq!(one["spec"]["tls"]["mode"]["certificate"], "app-example-com");
     let _ = two;
 
     let root = s.issuing_root();
@@ -737,12 +737,12 @@ fn a_host_named_in_a_cloudflare_zone_gets_its_certificate_by_the_controllers_acm
     assert!(run.success, "{}", run.stderr);
     let created = run.json();
     let fqdn = created["fqdn"].as_str().unwrap().to_owned();
-    let name = created["name"].as_str().unwrap();
+    let name = created["spec"]["name"].as_str().unwrap();
     assert!(
         fqdn.starts_with("agent-") && fqdn.ends_with(".example.com"),
         "{fqdn}"
     );
-    assert_eq!(created["tls"], format!("files:{name}"));
+    assert_eq!(created["spec"]["tls"]["mode"]["certificate"], name);
     let root = s.issuing_root();
     let body = wait_for("the zone name served", Duration::from_secs(120), || {
         get(&root, &fqdn, s.caddy.https_port).ok()

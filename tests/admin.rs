@@ -44,7 +44,7 @@ fn a_viewer_cannot_mutate_and_every_mutation_is_audited() {
     // An operator manages tokens but not API tokens.
     let created = controller.ctl_tls(&operator, &["token", "create", "--output", "json"]);
     assert!(created.success, "{}", created.stderr);
-    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let id = created.json()["info"]["id"].as_str().unwrap().to_owned();
     let run = controller.ctl_tls(
         &operator,
         &["apitoken", "create", "--name", "y", "--role", "viewer"],

@@ -15,7 +15,10 @@ fn item(status: &Value, item: &str) -> Option<Value> {
     status["results"]
         .as_array()?
         .iter()
-        .find(|r| r["item"] == item)
+        .find(|r| {
+            let (kind, name) = item.split_once('/').unwrap_or((item, ""));
+            r["kind"] == kind && r["name"] == name
+        })
         .cloned()
 }
 

@@ -178,7 +178,7 @@ fn a_proxied_site_gets_a_name_a_record_an_origin_certificate_and_serves() {
 
     let run = s.create(&upstream, &["--proxied"]);
     let created = run.json();
-    let name = created["name"].as_str().unwrap().to_owned();
+    let name = created["spec"]["name"].as_str().unwrap().to_owned();
     let fqdn = created["fqdn"].as_str().unwrap().to_owned();
     assert!(name.starts_with("agent-") && name.len() == 16, "{name}");
     assert!(
@@ -223,7 +223,7 @@ fn a_proxied_site_gets_a_name_a_record_an_origin_certificate_and_serves() {
     // Running it again changes nothing.
     let generation = s.controller.agent_view(&s.id)["desired_generation"].clone();
     let again = s.create(&upstream, &["--proxied"]).json();
-    assert_eq!(again["name"], name.as_str());
+    assert_eq!(again["spec"]["name"], name.as_str());
     assert_eq!(
         s.controller.agent_view(&s.id)["desired_generation"],
         generation
@@ -309,7 +309,7 @@ fn a_429_storm_and_5xx_bursts_are_ridden_out() {
         .create(&upstream, &["--proxied", "--address-v6", "2001:db8::5"])
         .json();
     assert_eq!(created["cloudflare_state"], "ready");
-    let name = created["name"].as_str().unwrap().to_owned();
+    let name = created["spec"]["name"].as_str().unwrap().to_owned();
     s.emulator.rate_limit_next(3, 1);
     s.wait_applied(&name);
     let mut kinds: Vec<(String, String)> = s
@@ -443,11 +443,11 @@ fn a_dns_only_site_gets_its_certificate_from_pebble_through_caddy() {
     assert!(s.add_account(TOKEN).success);
     let upstream = Upstream::start("validated by pebble");
     let created = s.create(&upstream, &["--dns-only"]).json();
-    let name = created["name"].as_str().unwrap().to_owned();
+    let name = created["spec"]["name"].as_str().unwrap().to_owned();
     let fqdn = created["fqdn"].as_str().unwrap().to_owned();
     assert_eq!(
-        created["tls"],
-        format!("caddy-managed:https://127.0.0.1:{pebble_port}/dir")
+        created["spec"]["tls"]["mode"]["caddy_managed"]["acme_ca"],
+        format!("https://127.0.0.1:{pebble_port}/dir")
     );
     s.wait_applied(&name);
 

@@ -28,7 +28,7 @@ fn enrolled_agent_connects_and_its_metrics_show_in_the_agent_list() {
     assert!(m["memory_used_bytes"].as_u64().unwrap() <= m["memory_total_bytes"].as_u64().unwrap());
     assert!(m["uptime_seconds"].as_u64().unwrap() > 0);
     assert!(m["cpu_percent"].as_f64().unwrap() >= 0.0);
-    assert!(m["load"].as_array().unwrap().len() == 3);
+    assert!(m["load_1"].is_number() && m["load_15"].is_number(), "{m}");
     assert!(
         m["filesystems"]
             .as_array()
@@ -64,7 +64,7 @@ fn enrolled_agent_connects_and_its_metrics_show_in_the_agent_list() {
     let status = agent.status().unwrap();
     assert_eq!(status["agent_id"], id.as_str());
     assert_eq!(status["connected"], true);
-    assert_eq!(listed["certificate"]["serial"], status["identity_serial"]);
+    assert_eq!(listed["certificate_serial"], status["identity_serial"]);
 
     // The human table shows the same agent.
     let table = controller.ctl(&["agents", "list"]);

@@ -215,7 +215,7 @@ fn identity_certificates_rotate_without_dropping_the_stream() {
     let controller = Controller::start("agent_cert_lifetime = \"10s\"\n");
     let mut agent = controller.agent("a");
     let id = agent.enroll(&controller);
-    let first_serial = controller.agent_view(&id)["certificate"]["serial"].clone();
+    let first_serial = controller.agent_view(&id)["certificate_serial"].clone();
     agent.run();
     let connected = wait_for("the agent online", Duration::from_secs(20), || {
         let v = controller.agent_view(&id);
@@ -228,11 +228,11 @@ fn identity_certificates_rotate_without_dropping_the_stream() {
     assert_eq!(view["sessions"], 1, "the stream was reopened: {view}");
     assert_eq!(view["connected_since"], connected["connected_since"]);
     assert_eq!(view["status"], "online");
-    assert_ne!(view["certificate"]["serial"], first_serial);
+    assert_ne!(view["certificate_serial"], first_serial);
     // Agent and controller agree on the current certificate.
     let status_now = agent.status().unwrap();
     assert_eq!(
-        view["certificate"]["serial"], status_now["identity_serial"],
+        view["certificate_serial"], status_now["identity_serial"],
         "{status}"
     );
     let on_disk = Identity::load(&agent.paths()).unwrap();

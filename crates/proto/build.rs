@@ -15,7 +15,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     // No generated `connect` constructor: it would clash with the `Connect` RPC, and both sides
     // dial TLS themselves.
+    // JSON for people's scripts comes from the messages themselves: field names as in the
+    // .proto files, enums as their lowercase words, oneofs as `{"variant": value}`.
     tonic_prost_build::configure()
+        .type_attribute(".gatehouse.v1", "#[derive(serde::Serialize)]")
+        .type_attribute(".gatehouse.v1", "#[serde(rename_all = \"snake_case\")]")
+        .field_attribute(
+            "key_type",
+            "#[serde(serialize_with = \"crate::json::key_type\")]",
+        )
+        .field_attribute(
+            "ItemResult.state",
+            "#[serde(serialize_with = \"crate::json::item_state\")]",
+        )
         .build_transport(false)
         .codec_path("crate::codec::SmallCodec")
         .compile_fds(descriptors)?;

@@ -45,28 +45,25 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 /// Prints a list: a JSON array for scripts, or a table for people.
-pub fn list<T>(
+pub fn list<T: serde::Serialize>(
     out: crate::Output,
     items: &[T],
     header: &[&str],
-    json_of: impl Fn(&T) -> serde_json::Value,
     row_of: impl Fn(&T) -> Vec<String>,
 ) {
     if out == crate::Output::Json {
-        json(&serde_json::Value::Array(
-            items.iter().map(json_of).collect(),
-        ));
+        json(&items);
     } else {
         let rows: Vec<Vec<String>> = items.iter().map(row_of).collect();
         table(header, &rows);
     }
 }
 
-/// Prints JSON.
-pub fn json(value: &serde_json::Value) {
+/// Prints JSON: an API message as its fields.
+pub fn json(value: &impl serde::Serialize) {
     println!(
         "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialise")
+        serde_json::to_string_pretty(value).expect("messages serialise")
     );
 }
 

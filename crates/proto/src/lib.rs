@@ -4,6 +4,7 @@
 //! of the types in [`names`] at the edge, on both sides.
 
 pub mod codec;
+pub mod json;
 pub mod names;
 pub mod results;
 pub mod spec;

@@ -7,7 +7,6 @@ use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use gatehouse_proto::names::ResourceName;
 use gatehouse_proto::v1::*;
-use serde_json::json;
 
 use crate::Output;
 use crate::client::{Client, explain};
@@ -109,7 +108,7 @@ pub async fn run(client: &mut Client, cmd: AcmeCommand, out: Output) -> anyhow::
                 .map_err(explain)?
                 .into_inner();
             if out == Output::Json {
-                output::json(&account_json(&a));
+                output::json(&a);
             } else {
                 say!(
                     "ACME account {} created at {}{}; use it with --tls acme:{}",
@@ -135,7 +134,6 @@ pub async fn run(client: &mut Client, cmd: AcmeCommand, out: Output) -> anyhow::
                 out,
                 &accounts,
                 &["NAME", "DIRECTORY", "EMAIL", "EAB KID", "CREATED"],
-                account_json,
                 |a| {
                     vec![
                         a.name.clone(),
@@ -149,13 +147,6 @@ pub async fn run(client: &mut Client, cmd: AcmeCommand, out: Output) -> anyhow::
         }
     }
     Ok(())
-}
-
-fn account_json(a: &AcmeAccount) -> serde_json::Value {
-    json!({
-        "name": a.name, "directory_url": a.directory_url, "email": a.email,
-        "eab_kid": a.eab_kid, "created_at": a.created_at,
-    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use gatehouse_proto::v1::*;
-use serde_json::{Value, json};
 
 use super::{confirm, labels_arg, labels_text, now};
 use crate::Output;
@@ -65,7 +64,6 @@ pub async fn run(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow
                     "MEMORY",
                     "LABELS",
                 ],
-                agent_json,
                 |a| {
                     let m = a.metrics.clone().unwrap_or_default();
                     vec![
@@ -131,7 +129,7 @@ pub async fn run(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow
     .map_err(explain)?
     .into_inner();
     if out == Output::Json {
-        output::json(&agent_json(&agent));
+        output::json(&agent);
     } else {
         print_agent(&agent);
     }
@@ -141,20 +139,7 @@ pub async fn run(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow
 fn print_status(s: &AgentStatus, out: Output) {
     let agent = s.agent.clone().unwrap_or_default();
     if out == Output::Json {
-        output::json(&json!({
-            "agent": agent_json(&agent),
-            "applied_generation": s.applied_generation,
-            "applied_at": s.applied_at,
-            "results": s.results.iter().map(|r| json!({
-                "item": r.item(), "kind": r.kind, "name": r.name,
-                "state": r.item_state().word(), "message": r.message,
-            })).collect::<Vec<_>>(),
-            "certificates": s.certificates.iter().map(super::certs::inventory_json).collect::<Vec<_>>(),
-            "history": s.history.iter().map(|h| json!({
-                "generation": h.generation, "created_at": h.created_at,
-                "sites": h.sites, "certificates": h.certificates,
-            })).collect::<Vec<_>>(),
-        }));
+        output::json(s);
         return;
     }
     say!(
@@ -286,36 +271,4 @@ fn print_agent(a: &Agent) {
             );
         }
     }
-}
-
-fn agent_json(a: &Agent) -> Value {
-    let facts = a.facts.clone().unwrap_or_default();
-    let metrics = a.metrics.as_ref().map(|m| {
-        json!({
-            "sampled_at": a.metrics_sampled_at,
-            "cpu_percent": m.cpu_percent,
-            "memory_total_bytes": m.memory_total_bytes, "memory_used_bytes": m.memory_used_bytes,
-            "swap_total_bytes": m.swap_total_bytes, "swap_used_bytes": m.swap_used_bytes,
-            "load": [m.load_1, m.load_5, m.load_15],
-            "uptime_seconds": m.uptime_seconds,
-            "filesystems": m.filesystems.iter().map(|f| json!({
-                "mount_point": f.mount_point, "file_system": f.file_system,
-                "total_bytes": f.total_bytes, "available_bytes": f.available_bytes,
-            })).collect::<Vec<_>>(),
-            "interfaces": m.interfaces.iter().map(|i| json!({
-                "name": i.name, "rx_bytes": i.rx_bytes, "tx_bytes": i.tx_bytes,
-            })).collect::<Vec<_>>(),
-        })
-    });
-    json!({
-        "id": a.id, "hostname": a.hostname, "status": a.status, "labels": a.labels,
-        "enrolled_at": a.enrolled_at, "revoked_at": a.revoked_at,
-        "last_seen_at": a.last_seen_at, "connected_since": a.connected_since, "sessions": a.sessions,
-        "desired_generation": a.desired_generation, "applied_generation": a.applied_generation,
-        "version": a.version,
-        "facts": { "hostname": facts.hostname, "os": facts.os, "kernel": facts.kernel, "arch": facts.arch, "addresses": facts.addresses },
-        "certificate": { "serial": a.certificate_serial, "not_after": a.certificate_not_after },
-        "domain": a.domain,
-        "metrics": metrics,
-    })
 }

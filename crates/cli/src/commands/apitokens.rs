@@ -2,7 +2,6 @@
 
 use clap::Subcommand;
 use gatehouse_proto::v1::*;
-use serde_json::{Value, json};
 
 use super::{confirm, now};
 use crate::Output;
@@ -39,11 +38,9 @@ pub async fn run(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> anyh
                 .await
                 .map_err(explain)?
                 .into_inner();
-            let info = answer.info.unwrap_or_default();
+            let info = answer.info.clone().unwrap_or_default();
             if out == Output::Json {
-                let mut v = api_token_json(&info);
-                v["token"] = json!(answer.token);
-                output::json(&v);
+                output::json(&answer);
             } else {
                 say!("{}", answer.token);
                 eprintln!(
@@ -64,7 +61,6 @@ pub async fn run(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> anyh
                 out,
                 &tokens,
                 &["ID", "NAME", "ROLE", "STATE", "LAST USED"],
-                api_token_json,
                 |t| {
                     vec![
                         t.id.clone(),
@@ -90,18 +86,11 @@ pub async fn run(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> anyh
                 .token
                 .unwrap_or_default();
             if out == Output::Json {
-                output::json(&api_token_json(&t));
+                output::json(&t);
             } else {
                 say!("API token {} revoked", t.id);
             }
         }
     }
     Ok(())
-}
-
-fn api_token_json(t: &ApiToken) -> Value {
-    json!({
-        "id": t.id, "name": t.name, "role": t.role, "created_at": t.created_at,
-        "revoked_at": t.revoked_at, "last_used_at": t.last_used_at,
-    })
 }

@@ -2,7 +2,6 @@
 
 use clap::Subcommand;
 use gatehouse_proto::v1::*;
-use serde_json::{Value, json};
 
 use crate::Output;
 use crate::client::{Client, explain};
@@ -30,7 +29,6 @@ pub async fn run(client: &mut Client, cmd: AuditCommand, out: Output) -> anyhow:
         out,
         &entries,
         &["TIME", "ACTOR", "ACTION", "TARGET", "RESULT"],
-        audit_json,
         |e| {
             vec![
                 time(e.at_ms / 1000),
@@ -42,8 +40,4 @@ pub async fn run(client: &mut Client, cmd: AuditCommand, out: Output) -> anyhow:
         },
     );
     Ok(())
-}
-
-fn audit_json(e: &AuditEntry) -> Value {
-    json!({ "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "target": e.target, "result": e.result })
 }

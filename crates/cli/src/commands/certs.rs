@@ -4,7 +4,6 @@ use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use gatehouse_proto::names::{DomainName, ResourceName};
 use gatehouse_proto::v1::*;
-use serde_json::{Value, json};
 
 use super::now;
 use super::sites::Key;
@@ -72,9 +71,7 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                 .map_err(explain)?
                 .into_inner();
             if out == Output::Json {
-                output::json(
-                    &json!({"agent_id": a.id, "certificate": name, "desired_generation": a.desired_generation}),
-                );
+                output::json(&a);
             } else {
                 say!(
                     "certificate {name} on agent {agent}: a new key and certificate are on their way (generation {})",
@@ -105,7 +102,6 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                     "EXPIRES",
                     "NOTE",
                 ],
-                order_json,
                 |o| {
                     vec![
                         o.id.clone(),
@@ -169,12 +165,7 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                 .map_err(explain)?
                 .into_inner();
             if out == Output::Json {
-                output::json(&json!({
-                    "certificate": name,
-                    "agents": answer.agents.iter().map(|a| json!({
-                        "id": a.id, "desired_generation": a.desired_generation,
-                    })).collect::<Vec<_>>(),
-                }));
+                output::json(&answer);
             } else {
                 for a in &answer.agents {
                     say!(
@@ -194,7 +185,7 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                 .map_err(explain)?
                 .into_inner();
             if out == Output::Json {
-                output::json(&order_json(&o));
+                output::json(&o);
             } else {
                 say!(
                     "certificate {} (serial {}) of order {} revoked; agent {} gets a new one",
@@ -213,7 +204,7 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                 .map_err(explain)?
                 .into_inner();
             if out == Output::Json {
-                output::json(&order_json(&o));
+                output::json(&o);
             } else {
                 say!("order {}: the next attempt starts now", o.id);
             }
@@ -247,21 +238,9 @@ fn order_note(o: &CertificateOrder, now: i64) -> String {
     String::new()
 }
 
-fn order_json(o: &CertificateOrder) -> serde_json::Value {
-    json!({
-        "id": o.id, "agent_id": o.agent_id, "certificate": o.certificate, "revision": o.revision,
-        "account": o.account, "domains": o.domains, "state": o.state, "last_error": o.last_error,
-        "failures": o.failures, "next_attempt_at": o.next_attempt_at, "serial": o.serial,
-        "not_before": o.not_before, "not_after": o.not_after, "created_at": o.created_at,
-        "updated_at": o.updated_at, "txt_records": o.txt_records,
-        "renew_at": o.renew_at, "renewal": o.renewal, "superseded": o.superseded,
-        "renewal_overdue": o.renewal_overdue,
-    })
-}
-
 fn show_order(o: &CertificateOrder, out: Output) {
     if out == Output::Json {
-        output::json(&order_json(o));
+        output::json(o);
         return;
     }
     let now = now();
@@ -296,11 +275,4 @@ fn show_order(o: &CertificateOrder, out: Output) {
     for record in &o.txt_records {
         say!("dns-01 txt:   {record}");
     }
-}
-
-pub fn inventory_json(c: &CertificateInventory) -> Value {
-    json!({
-        "name": c.name, "serial": c.serial, "not_after": c.not_after, "sha256": c.sha256,
-        "path": c.path, "revision": c.revision, "domains": c.domains,
-    })
 }

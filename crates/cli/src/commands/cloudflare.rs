@@ -3,7 +3,6 @@
 use anyhow::anyhow;
 use clap::Subcommand;
 use gatehouse_proto::v1::*;
-use serde_json::json;
 
 use crate::Output;
 use crate::client::{Client, explain};
@@ -59,9 +58,7 @@ pub async fn run(client: &mut Client, cmd: CloudflareCommand, out: Output) -> an
                 .map_err(explain)?
                 .into_inner();
             if out == Output::Json {
-                output::json(
-                    &json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id}),
-                );
+                output::json(&a);
             } else {
                 say!(
                     "Cloudflare account {} added (token {} verified)",
@@ -77,20 +74,14 @@ pub async fn run(client: &mut Client, cmd: CloudflareCommand, out: Output) -> an
                 .map_err(explain)?
                 .into_inner()
                 .accounts;
-            output::list(
-                out,
-                &accounts,
-                &["NAME", "API", "TOKEN ID", "ADDED"],
-                |a| json!({"name": a.name, "api_url": a.api_url, "token_id": a.token_id, "created_at": a.created_at}),
-                |a| {
-                    vec![
-                        a.name.clone(),
-                        a.api_url.clone(),
-                        a.token_id.clone(),
-                        time(a.created_at),
-                    ]
-                },
-            );
+            output::list(out, &accounts, &["NAME", "API", "TOKEN ID", "ADDED"], |a| {
+                vec![
+                    a.name.clone(),
+                    a.api_url.clone(),
+                    a.token_id.clone(),
+                    time(a.created_at),
+                ]
+            });
         }
         CloudflareCommand::Zones { account } => {
             let zones = client
@@ -101,20 +92,14 @@ pub async fn run(client: &mut Client, cmd: CloudflareCommand, out: Output) -> an
                 .map_err(explain)?
                 .into_inner()
                 .zones;
-            output::list(
-                out,
-                &zones,
-                &["ZONE", "ID", "STATUS", "ACCOUNT"],
-                |z| json!({"id": z.id, "name": z.name, "status": z.status, "account": z.account}),
-                |z| {
-                    vec![
-                        z.name.clone(),
-                        z.id.clone(),
-                        z.status.clone(),
-                        z.account.clone(),
-                    ]
-                },
-            );
+            output::list(out, &zones, &["ZONE", "ID", "STATUS", "ACCOUNT"], |z| {
+                vec![
+                    z.name.clone(),
+                    z.id.clone(),
+                    z.status.clone(),
+                    z.account.clone(),
+                ]
+            });
         }
     }
     Ok(())

@@ -4,9 +4,7 @@ use anyhow::{anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use gatehouse_proto::names::{DomainName, ResourceName};
 use gatehouse_proto::v1::*;
-use serde_json::{Value, json};
 
-use super::certs::inventory_json;
 use super::confirm;
 use crate::Output;
 use crate::client::{Client, explain};
@@ -360,7 +358,6 @@ pub async fn run(client: &mut Client, cmd: SiteCommand, out: Output) -> anyhow::
                 out,
                 &sites,
                 &["AGENT", "SITE", "DOMAINS", "TLS", "STATE", "ERROR"],
-                site_json,
                 |s| {
                     let spec = s.spec.clone().unwrap_or_default();
                     vec![
@@ -414,23 +411,9 @@ fn tls_text(spec: &SiteSpec) -> String {
     }
 }
 
-fn site_json(s: &Site) -> Value {
-    let spec = s.spec.clone().unwrap_or_default();
-    let mut headers: Vec<(&String, &String)> = spec.response_headers.iter().collect();
-    headers.sort();
-    json!({
-        "agent_id": s.agent_id, "name": spec.name, "domains": spec.domains,
-        "upstreams": spec.upstreams, "tls": tls_text(&spec), "port": spec.port,
-        "headers": headers.into_iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
-        "generation": s.generation, "state": s.state, "error": s.error,
-        "fqdn": s.fqdn, "cloudflare_state": s.cloudflare_state,
-        "certificate": s.certificate.as_ref().map(inventory_json),
-    })
-}
-
 fn print_site(s: &Site, out: Output) -> anyhow::Result<()> {
     if out == Output::Json {
-        output::json(&site_json(s));
+        output::json(s);
         return Ok(());
     }
     let spec = s.spec.clone().unwrap_or_default();

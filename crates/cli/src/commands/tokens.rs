@@ -5,7 +5,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use gatehouse_proto::v1::*;
-use serde_json::{Value, json};
 
 use super::{confirm, labels_arg, labels_text};
 use crate::Output;
@@ -45,11 +44,9 @@ pub async fn run(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow:
                 .await
                 .map_err(explain)?
                 .into_inner();
-            let info = answer.info.unwrap_or_default();
+            let info = answer.info.clone().unwrap_or_default();
             if out == Output::Json {
-                let mut v = join_token_json(&info);
-                v["token"] = json!(answer.token);
-                output::json(&v);
+                output::json(&answer);
             } else {
                 say!("{}", answer.token);
                 eprintln!(
@@ -71,7 +68,6 @@ pub async fn run(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow:
                 out,
                 &tokens,
                 &["ID", "STATE", "EXPIRES", "USED BY", "LABELS"],
-                join_token_json,
                 |t| {
                     vec![
                         t.id.clone(),
@@ -97,7 +93,7 @@ pub async fn run(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow:
                 .token
                 .unwrap_or_default();
             if out == Output::Json {
-                output::json(&join_token_json(&t));
+                output::json(&t);
             } else {
                 say!("join token {} revoked", t.id);
             }
@@ -113,12 +109,4 @@ pub fn parse_ttl(ttl: &str) -> anyhow::Result<Duration> {
         bail!("--ttl {ttl:?}: at least one second");
     }
     Ok(d)
-}
-
-fn join_token_json(t: &JoinToken) -> Value {
-    json!({
-        "id": t.id, "state": t.state, "labels": t.labels,
-        "created_at": t.created_at, "expires_at": t.expires_at,
-        "used_at": t.used_at, "used_by_agent": t.used_by_agent, "revoked_at": t.revoked_at,
-    })
 }
