@@ -1,11 +1,11 @@
 //! `agent.toml`: the raw file is parsed once into a validated [`Config`].
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::host::caddy::CaddyConfig;
 use crate::transport::ControllerUrl;
 
 /// The agent's default config file.
@@ -13,24 +13,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/gatehouse/agent.toml";
 /// The controller's default agent port.
 pub const DEFAULT_AGENT_PORT: u16 = 7443;
 
-/// The config file could not be used. The message names the file and the field.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: {message}")]
-    Field {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
-}
+pub use gatehouse_common::config::ConfigError;
+use gatehouse_common::config::{field_error, parse_toml, read_text};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +27,7 @@ struct RawConfig {
     report_interval: Option<String>,
     stream_timeout: Option<String>,
     recheck_interval: Option<String>,
+    log: Option<String>,
     caddy: Option<RawCaddy>,
 }
 
@@ -56,6 +41,23 @@ struct RawCaddy {
     bin: Option<PathBuf>,
     user: Option<String>,
     check_address: Option<String>,
+}
+
+/// Where Caddy is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaddyConfig {
+    /// The main Caddyfile (created with just the import line when missing).
+    pub caddyfile: PathBuf,
+    /// The directory of gatehouse's site snippets.
+    pub sites_dir: PathBuf,
+    /// Caddy's admin endpoint, `http://HOST:PORT`.
+    pub admin: String,
+    /// The caddy executable.
+    pub bin: PathBuf,
+    /// The user Caddy runs as: validation runs as this user, certificate files belong to it.
+    pub user: Option<String>,
+    /// Where to connect to check what a site serves.
+    pub check_address: IpAddr,
 }
 
 /// The agent's validated configuration.
@@ -77,6 +79,8 @@ pub struct Config {
     pub recheck_interval: Duration,
     /// Caddy, when this host's sites are managed (`caddy.enabled`, the default).
     pub caddy: Option<CaddyConfig>,
+    /// The log filter (`GATEHOUSE_LOG` wins when set).
+    pub log: String,
 }
 
 /// Every path the agent writes, below one root so tests and dev mode run without root.
@@ -138,8 +142,6 @@ impl Paths {
     }
 }
 
-pub use gatehouse_common::read_config_text;
-
 /// `root` + an absolute path.
 pub fn join_root(root: &Path, path: &Path) -> PathBuf {
     match path.strip_prefix("/") {
@@ -159,29 +161,19 @@ impl Config {
             stream_timeout: Duration::from_secs(60),
             recheck_interval: Duration::from_secs(60),
             caddy: Some(default_caddy(root)),
+            log: "info".into(),
         }
     }
 
     /// Reads `path`. A missing file is an error only when `required` (it was named explicitly).
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        let text = read_config_text(path, required).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &read_text(path, required)?)
     }
 
     /// Parses config text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let field = |field, message: String| ConfigError::Field {
-            path: path.to_owned(),
-            field,
-            message,
-        };
+        let raw: RawConfig = parse_toml(path, text)?;
+        let field = field_error(path);
         let root = raw.root.unwrap_or_else(|| PathBuf::from("/"));
         if !root.is_absolute() {
             return Err(field("root", "must be an absolute path".into()));
@@ -218,7 +210,29 @@ impl Config {
             config.stream_timeout =
                 parse_interval(&timeout).map_err(|m| field("stream_timeout", m))?;
         }
+        if let Some(log) = raw.log {
+            gatehouse_common::logging::check_filter(&log).map_err(|m| field("log", m))?;
+            config.log = log;
+        }
         Ok(config)
+    }
+
+    /// The config to run with after the file was read again: what can change while running
+    /// (log, report and recheck intervals, stream timeout, Caddy) from `new`, the rest kept.
+    /// Also the settings that changed but wait for a restart.
+    pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {
+        let restart = gatehouse_common::config::restart_needed([
+            ("controller", self.controller != new.controller),
+            ("ca_hash", self.ca_hash != new.ca_hash),
+            ("root, state_dir, tls_dir", self.paths != new.paths),
+        ]);
+        let config = Config {
+            controller: self.controller.clone(),
+            ca_hash: self.ca_hash.clone(),
+            paths: self.paths.clone(),
+            ..new
+        };
+        (config, restart)
     }
 }
 
@@ -331,6 +345,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`report_interval`"), "{e}");
+        let e = Config::parse(p, "log = \"agent=loud\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`log`"), "{e}");
+        let old = Config::parse(p, "").unwrap();
+        let (running, restart) = old.reloaded(
+            Config::parse(p, "recheck_interval = \"5s\"\nstate_dir = \"/srv/x\"").unwrap(),
+        );
+        assert_eq!(running.recheck_interval, Duration::from_secs(5));
+        assert_eq!(running.paths, old.paths);
+        assert_eq!(restart, ["root, state_dir, tls_dir"]);
         let e = Config::parse(p, "colour = 1").unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
         let e = Config::parse(p, "root = \"rel\"").unwrap_err().to_string();

@@ -3,6 +3,7 @@
 //! is away.
 
 pub mod config;
+pub mod daemon;
 pub mod enroll;
 pub mod host;
 pub mod identity;

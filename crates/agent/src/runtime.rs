@@ -4,7 +4,7 @@
 //! certificate before it expires.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use gatehouse_common::Backoff;
@@ -19,8 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
-use crate::enroll::error_chain;
+use crate::config::{Config, Paths};
 use crate::host::caddy::Caddy;
 use crate::host::certs::CertStore;
 use crate::host::files::Owner;
@@ -31,6 +30,7 @@ use crate::session;
 use crate::status::Status;
 use crate::transport::{self, ControllerUrl};
 use crate::{now_unix, state};
+use gatehouse_common::error_chain;
 
 /// How many reports the agent keeps while the controller is away.
 pub const REPORT_BUFFER: usize = 16;
@@ -103,7 +103,13 @@ impl ReportBuffer {
 /// A running agent.
 #[derive(Debug)]
 pub struct Agent {
-    pub(crate) config: Config,
+    /// Where the agent keeps its files (fixed until a restart).
+    pub(crate) paths: Paths,
+    /// The running config; a reload replaces what can change while running.
+    config: RwLock<Arc<Config>>,
+    /// Wakes the stream (or the wait between two) after a reload: a pass runs with the new
+    /// settings.
+    pub(crate) reloaded: Notify,
     pub(crate) controller: ControllerUrl,
     status: Mutex<Status>,
     applied: Mutex<Option<DesiredState>>,
@@ -194,15 +200,17 @@ impl Agent {
             status: Mutex::new(status),
             applied: Mutex::new(None),
             interval,
+            reloaded: Notify::new(),
             reports: ReportBuffer::default(),
             facts: Mutex::new(
                 metrics::Sampler::new()
                     .map(|s| s.facts())
                     .unwrap_or_default(),
             ),
-            config,
+            paths: config.paths.clone(),
+            config: RwLock::new(Arc::new(config)),
         });
-        match state::load(&agent.config.paths) {
+        match state::load(&agent.paths) {
             Ok(Some(persisted)) => {
                 info!(
                     generation = persisted.generation,
@@ -216,6 +224,54 @@ impl Agent {
         }
         agent.save_status();
         Ok(agent)
+    }
+
+    /// The running config.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// Applies the config file read again: the log filter, the report and recheck intervals,
+    /// the stream timeout (from the next stream) and Caddy take effect now; the controller,
+    /// the CA pin and the paths wait for a restart (logged). A pass runs with the new settings.
+    pub fn reload(&self, new: Config, log: &gatehouse_common::logging::LogFilter) {
+        let old = self.config();
+        let (config, restart) = old.reloaded(new);
+        if let Err(e) = log.set(&config.log) {
+            warn!(error = %e, "cannot change the log filter");
+        }
+        if config.report_interval != old.report_interval {
+            // Until the controller's next desired state says otherwise.
+            self.interval.send_replace(config.report_interval);
+        }
+        if config.caddy != old.caddy {
+            self.host.set_caddy(config.caddy.clone().map(Caddy::new));
+        }
+        let changed: Vec<&str> = [
+            ("log", config.log != old.log),
+            (
+                "report_interval",
+                config.report_interval != old.report_interval,
+            ),
+            (
+                "recheck_interval",
+                config.recheck_interval != old.recheck_interval,
+            ),
+            (
+                "stream_timeout",
+                config.stream_timeout != old.stream_timeout,
+            ),
+            ("caddy", config.caddy != old.caddy),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect();
+        *self.config.write().expect("config lock") = Arc::new(config);
+        if !restart.is_empty() {
+            warn!(settings = ?restart, "these settings changed in the config file and take effect at the next restart");
+        }
+        info!(changed = ?changed, "config file read again");
+        self.reloaded.notify_one();
     }
 
     /// The agent's id.
@@ -235,7 +291,7 @@ impl Agent {
 
     fn save_status(&self) {
         let status = self.status();
-        if let Err(e) = status.save(&self.config.paths) {
+        if let Err(e) = status.save(&self.paths) {
             warn!("cannot write the status file: {e}");
         }
     }
@@ -306,7 +362,7 @@ impl Agent {
 
     async fn connection_loop(&self, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let mut next_pass = Instant::now() + self.config.recheck_interval;
+        let mut next_pass = Instant::now() + self.config().recheck_interval;
         loop {
             let mut established = false;
             let result = tokio::select! {
@@ -349,11 +405,12 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until.min(*next_pass)) => {}
+                _ = self.reloaded.notified() => *next_pass = Instant::now(),
                 _ = shutdown.cancelled() => return true,
             }
             if Instant::now() >= *next_pass {
                 self.reconcile_applied().await;
-                *next_pass = Instant::now() + self.config.recheck_interval;
+                *next_pass = Instant::now() + self.config().recheck_interval;
             }
             if Instant::now() >= until {
                 return false;
@@ -397,7 +454,7 @@ impl Agent {
         let Some(desired) = self.applied.lock().expect("applied lock").clone() else {
             return;
         };
-        let result = state::save(&self.config.paths, &desired).map_err(|e| e.to_string());
+        let result = state::save(&self.paths, &desired).map_err(|e| e.to_string());
         let mut unsaved = self.unsaved.lock().expect("unsaved lock");
         match result {
             Ok(()) => *unsaved = None,
@@ -491,7 +548,7 @@ impl Agent {
         if seen.agent_id != new.agent_id.as_str() {
             return Err(format!("the controller sees {} instead", seen.agent_id));
         }
-        new.save(&self.config.paths).map_err(|e| e.to_string())?;
+        new.save(&self.paths).map_err(|e| e.to_string())?;
         info!(serial = %new.info.serial, not_after = new.info.not_after, "identity certificate renewed");
         self.update_status(|s| {
             s.identity_serial = new.info.serial.clone();
@@ -522,7 +579,7 @@ impl Agent {
         let new = key
             .complete(&answer.certificate_pem)
             .map_err(SessionError::Refused)?;
-        new.save(&self.config.paths)?;
+        new.save(&self.paths)?;
         self.update_status(|s| {
             s.identity_serial = new.info.serial.clone();
             s.identity_not_after = new.info.not_after;

@@ -26,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tracing::{debug, info, warn};
 
-use crate::enroll::error_chain;
 use crate::identity::{self, Identity, PendingKey};
 use crate::runtime::{Agent, SessionError};
 use crate::{now_unix, random_below, transport};
+use gatehouse_common::error_chain;
 
 /// The first wait before a certificate request is sent again without an answer.
 pub const REASK: Duration = Duration::from_secs(60);
@@ -121,7 +121,7 @@ pub(crate) async fn run(
     shutdown: &CancellationToken,
     established: &mut bool,
 ) -> Result<(), SessionError> {
-    let paths = &agent.config.paths;
+    let paths = &agent.paths;
     let ca = identity::load_controller_ca(paths)?;
     let mut identity = Identity::load(paths)?;
     if identity.info.not_after <= now_unix() + 5 {
@@ -154,7 +154,7 @@ pub(crate) async fn run(
         rotate_at: rotation_time(&identity),
         identity,
         outbox,
-        liveness: Liveness::new(agent.config.stream_timeout, Instant::now()),
+        liveness: Liveness::new(agent.config().stream_timeout, Instant::now()),
         asked: HashMap::new(),
         renewing: None,
         dirty: true,
@@ -183,7 +183,7 @@ impl Session<'_> {
         for (i, report) in self.agent.reports.drain().into_iter().enumerate() {
             self.push(Key::Backlog(i), Up::Report(report))?;
         }
-        let every = self.agent.config.recheck_interval;
+        let every = self.agent.config().recheck_interval;
         let mut recheck = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             let wake = self.liveness.next_wake();
@@ -208,6 +208,11 @@ impl Session<'_> {
                     }
                 }
                 _ = recheck.tick() => self.dirty = true,
+                _ = self.agent.reloaded.notified() => {
+                    let every = self.agent.config().recheck_interval;
+                    recheck = tokio::time::interval_at(Instant::now() + every, every);
+                    self.dirty = true;
+                }
                 _ = sleep_until_some(retry_at) => {
                     self.retry_at = None;
                     self.dirty = true;

@@ -4,11 +4,13 @@
 //! liveness, backoff with jitter, randomness, time, error chains and config-file reading.
 
 pub mod backoff;
+pub mod config;
 pub mod liveness;
 pub mod logging;
 pub mod outbox;
 pub mod pki;
 pub mod service;
+pub mod signals;
 pub mod transport;
 
 pub use backoff::{Backoff, jitter, random_below};
@@ -36,12 +38,4 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
-}
-
-/// Reads a config file; a missing file reads as empty (all defaults) unless `required`.
-pub fn read_config_text(path: &std::path::Path, required: bool) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(String::new()),
-        other => other,
-    }
 }

@@ -1,4 +1,5 @@
-//! Logging set-up shared by both daemons. `GATEHOUSE_LOG` is a tracing filter (default `info`).
+//! Logging set-up shared by both daemons. The filter is the config file's `log` (default
+//! `info`, changed by a reload), or `GATEHOUSE_LOG` when that is set.
 //! Started by systemd (`JOURNAL_STREAM` is set), logs go to journald with their structured
 //! fields (agent_id, generation, site, certificate…); otherwise to stderr, in colour only on a
 //! terminal. Secrets never reach a log line: the types that hold them print `***`. On stderr
@@ -7,32 +8,75 @@
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
-/// Installs the global subscriber.
-pub fn init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| "info".into());
-    if std::env::var_os("JOURNAL_STREAM").is_some()
+/// The running log filter, which a config reload may change.
+#[derive(Debug, Clone)]
+pub struct LogFilter {
+    handle: Option<reload::Handle<EnvFilter, Registry>>,
+    /// `GATEHOUSE_LOG` was set: it wins over the config file, at start and on reload.
+    from_env: bool,
+}
+
+/// Checks a filter (`info`, `gatehouse_agent=debug,info`) as the config file gives it.
+pub fn check_filter(directives: &str) -> Result<(), String> {
+    EnvFilter::try_new(directives)
+        .map(|_| ())
+        .map_err(|e| format!("{directives:?} is not a log filter: {e}"))
+}
+
+/// Installs the global subscriber with `filter` (the config file's `log`), unless
+/// `GATEHOUSE_LOG` says otherwise.
+pub fn init(filter: &str) -> LogFilter {
+    let (env, from_env) = match EnvFilter::try_from_env("GATEHOUSE_LOG") {
+        Ok(f) => (f, true),
+        Err(_) => (
+            EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()),
+            false,
+        ),
+    };
+    let (layer, handle) = reload::Layer::new(env);
+    let registry = tracing_subscriber::registry().with(layer);
+    let installed = if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
-        tracing_subscriber::registry()
-            .with(filter)
-            // Plain field names (AGENT_ID, not F_AGENT_ID): `journalctl AGENT_ID=…` works.
-            // None of ours collides with journald's own fields.
+        // Plain field names (AGENT_ID, not F_AGENT_ID): `journalctl AGENT_ID=…` works.
+        // None of ours collides with journald's own fields.
+        registry
             .with(
                 journald
                     .with_syslog_identifier(program())
                     .with_field_prefix(None),
             )
-            .init();
-        return;
+            .try_init()
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(escaped_fields())
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .try_init()
+    };
+    LogFilter {
+        handle: installed.is_ok().then_some(handle),
+        from_env,
     }
-    tracing_subscriber::fmt()
-        .fmt_fields(escaped_fields())
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+}
+
+impl LogFilter {
+    /// Applies the config file's filter (kept as is when `GATEHOUSE_LOG` is set).
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        if self.from_env {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        match &self.handle {
+            Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Formats fields as `name=value` (the message bare), every value escaped.

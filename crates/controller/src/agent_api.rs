@@ -99,7 +99,7 @@ impl AgentApi {
         let first = DesiredState {
             generation: 1,
             labels: row.labels.into_iter().collect(),
-            report_interval_seconds: self.shared.config.report_interval.as_secs() as u32,
+            report_interval_seconds: self.shared.config().report_interval.as_secs() as u32,
             ..Default::default()
         };
         store.enroll_agent(&token.id, &agent, &first, now).await??;
@@ -129,7 +129,7 @@ impl AgentApi {
     fn issue(&self, csr_der: &[u8], id: &AgentId) -> Result<crate::ca::Issued, Status> {
         self.shared
             .ca
-            .issue_agent(csr_der, id, self.shared.config.agent_cert_lifetime, now())
+            .issue_agent(csr_der, id, self.shared.config().agent_cert_lifetime, now())
             .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 }

@@ -9,24 +9,8 @@ use serde::Deserialize;
 /// The controller's default config file.
 pub const DEFAULT_CONFIG: &str = "/etc/gatehouse/controller.toml";
 
-/// The config file could not be used. The message names the file and the field.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: {message}")]
-    Field {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
-}
+pub use gatehouse_common::config::ConfigError;
+use gatehouse_common::config::{field_error, parse_toml, read_text};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +36,7 @@ struct RawConfig {
     first_request_timeout: Option<String>,
     idle_connection_timeout: Option<String>,
     enroll_failure_limit: Option<u32>,
+    log: Option<String>,
 }
 
 /// The controller's validated configuration.
@@ -96,6 +81,8 @@ pub struct Config {
     /// Failed enrollments one source address may make in any minute before it is refused
     /// without looking at its token.
     pub enroll_failure_limit: u32,
+    /// The log filter (`GATEHOUSE_LOG` wins when set).
+    pub log: String,
 }
 
 impl Config {
@@ -125,6 +112,7 @@ impl Config {
             first_request_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(300),
             enroll_failure_limit: 20,
+            log: "info".into(),
             data_dir: data_dir.to_owned(),
         }
     }
@@ -144,26 +132,13 @@ impl Config {
 
     /// Reads `path`; a missing file is an error only when `required`.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        let text = gatehouse_common::read_config_text(path, required).map_err(|source| {
-            ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &read_text(path, required)?)
     }
 
     /// Parses config text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let field = |field, message: String| ConfigError::Field {
-            path: path.to_owned(),
-            field,
-            message,
-        };
+        let raw: RawConfig = parse_toml(path, text)?;
+        let field = field_error(path);
         let data_dir = raw
             .data_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/gatehouse-controller"));
@@ -302,7 +277,62 @@ impl Config {
                 return Err(field("report_interval", "must be at least 1s".into()));
             }
         }
+        if let Some(log) = raw.log {
+            gatehouse_common::logging::check_filter(&log).map_err(|m| field("log", m))?;
+            c.log = log;
+        }
         Ok(c)
+    }
+
+    /// The config to run with after the file was read again: `new`, except the settings that
+    /// only a restart applies (addresses, paths, the store, the TLS set-up, the ACME worker's
+    /// timings), which are kept. Also the names of those that changed in the file.
+    pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {
+        let restart = gatehouse_common::config::restart_needed([
+            ("data_dir", self.data_dir != new.data_dir),
+            ("database", self.database != new.database),
+            ("agent_listen", self.agent_listen != new.agent_listen),
+            ("admin_listen", self.admin_listen != new.admin_listen),
+            ("http_listen", self.http_listen != new.http_listen),
+            ("admin_socket", self.admin_socket != new.admin_socket),
+            ("server_names", self.server_names != new.server_names),
+            (
+                "master_key_file",
+                self.master_key_file != new.master_key_file,
+            ),
+            (
+                "agent_cert_grace",
+                self.agent_cert_grace != new.agent_cert_grace,
+            ),
+            (
+                "acme_propagation_timeout",
+                self.acme_propagation_timeout != new.acme_propagation_timeout,
+            ),
+            (
+                "first_request_timeout",
+                self.first_request_timeout != new.first_request_timeout,
+            ),
+            (
+                "idle_connection_timeout",
+                self.idle_connection_timeout != new.idle_connection_timeout,
+            ),
+        ]);
+        let config = Config {
+            data_dir: self.data_dir.clone(),
+            database: self.database.clone(),
+            agent_listen: self.agent_listen,
+            admin_listen: self.admin_listen,
+            http_listen: self.http_listen,
+            admin_socket: self.admin_socket.clone(),
+            server_names: self.server_names.clone(),
+            master_key_file: self.master_key_file.clone(),
+            agent_cert_grace: self.agent_cert_grace,
+            acme_propagation_timeout: self.acme_propagation_timeout,
+            first_request_timeout: self.first_request_timeout,
+            idle_connection_timeout: self.idle_connection_timeout,
+            ..new
+        };
+        (config, restart)
     }
 }
 
@@ -376,6 +406,7 @@ mod tests {
             ("agent_listen = \"nowhere\"", "`agent_listen`"),
             ("database = \"mysql://x\"", "`database`"),
             ("report_interval = \"0s\"", "`report_interval`"),
+            ("log = \"gatehouse=loud\"", "`log`"),
             ("issuance_limit = 0", "`issuance_limit`"),
             ("enroll_failure_limit = 0", "`enroll_failure_limit`"),
             ("stream_timeout = \"soon\"", "`stream_timeout`"),
@@ -391,5 +422,21 @@ mod tests {
                 .to_string()
                 .contains("unknown")
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_what_needs_a_restart_and_names_it() {
+        let p = Path::new("/etc/gatehouse/controller.toml");
+        let old = Config::parse(p, "report_interval = \"30s\"").unwrap();
+        let new = Config::parse(
+            p,
+            "report_interval = \"5s\"\nagent_listen = \"127.0.0.1:9\"\nlog = \"debug\"",
+        )
+        .unwrap();
+        let (running, restart) = old.reloaded(new);
+        assert_eq!(running.report_interval, Duration::from_secs(5));
+        assert_eq!(running.log, "debug");
+        assert_eq!(running.agent_listen, old.agent_listen);
+        assert_eq!(restart, ["agent_listen"]);
     }
 }

@@ -9,6 +9,7 @@ pub mod ca;
 pub mod certificates;
 pub mod cloudflare;
 pub mod config;
+pub mod daemon;
 pub mod desired;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod idle;
 pub mod limit;
 pub mod local;
+pub mod reload;
 pub mod secrets;
 pub mod server;
 pub mod sites;
@@ -36,7 +38,8 @@ pub struct Shared {
     pub site_ca: ca::Ca,
     pub fleet: fleet::Fleet,
     pub revoked: tls::RevokedAgents,
-    pub config: config::Config,
+    /// The running config; a reload replaces what can change while running.
+    config: std::sync::RwLock<std::sync::Arc<config::Config>>,
     /// Seals and opens secrets at rest (Cloudflare tokens).
     pub master_key: secrets::MasterKey,
     /// Serialises read-modify-write changes of desired states in this controller.
@@ -50,11 +53,21 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The running config.
+    pub fn config(&self) -> std::sync::Arc<config::Config> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// Replaces the running config (see [`reload`]).
+    pub(crate) fn set_config(&self, config: config::Config) {
+        *self.config.write().expect("config lock") = std::sync::Arc::new(config);
+    }
+
     /// An agent's status: revoked, online (connected and reporting), or offline (about three
     /// reports missed).
     pub fn agent_status(&self, row: &store::AgentRow) -> &'static str {
         let live = self.fleet.view(&row.id);
-        let window = 3 * self.config.report_interval.as_secs() as i64 + 5;
+        let window = 3 * self.config().report_interval.as_secs() as i64 + 5;
         let last_seen = live.last_seen.or(row.last_seen_at).unwrap_or(0);
         if row.revoked_at.is_some() {
             "revoked"

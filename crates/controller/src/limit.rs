@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The window the limit counts over, in seconds.
 pub const WINDOW: i64 = 60;
@@ -27,7 +28,7 @@ struct Recent {
 /// The limiter.
 #[derive(Debug)]
 pub struct PerMinute {
-    limit: u32,
+    limit: AtomicU32,
     recent: Mutex<HashMap<String, Recent>>,
 }
 
@@ -35,9 +36,14 @@ impl PerMinute {
     /// At most `limit` per key per minute.
     pub fn new(limit: u32) -> Self {
         Self {
-            limit: limit.max(1),
+            limit: AtomicU32::new(limit.max(1)),
             recent: Mutex::default(),
         }
+    }
+
+    /// Changes the limit (a config reload); what was counted stays counted.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit.max(1), Ordering::Relaxed);
     }
 
     fn with<T>(&self, key: &str, now: i64, f: impl FnOnce(&mut Recent, u32) -> T) -> T {
@@ -49,7 +55,7 @@ impl PerMinute {
         while entry.at.front().is_some_and(|t| now - t >= WINDOW) {
             entry.at.pop_front();
         }
-        f(entry, self.limit)
+        f(entry, self.limit.load(Ordering::Relaxed))
     }
 
     fn refusal(entry: &mut Recent, limit: u32, now: i64) -> Result<(), Refused> {

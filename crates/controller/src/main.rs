@@ -1,14 +1,12 @@
 //! `gatehouse-controller`: wiring only. Parses arguments, loads config, runs, drains on a signal.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use gatehouse_controller::config::{Config, DEFAULT_CONFIG};
-use gatehouse_controller::server;
-use tokio_util::sync::CancellationToken;
+use gatehouse_controller::daemon;
 
 /// The gatehouse controller: the fleet's desired state, the agent CA, and the admin API.
 #[derive(Debug, Parser)]
@@ -57,69 +55,45 @@ fn main() -> ExitCode {
         let written = clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir);
         return written.map_or(ExitCode::FAILURE, |()| ExitCode::SUCCESS);
     }
-    gatehouse_common::logging::init();
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let shutdown = CancellationToken::new();
     let (path, required) = match &cli.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    let load = || Config::load(&path, required);
-    let result = match cli.command.unwrap_or(Command::Run { database: None }) {
-        Command::CaHash => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("gatehouse-controller: {e}");
-                    return ExitCode::from(64);
-                }
-            };
-            ca_hash(&config)
-        }
+    // Dev mode keeps everything in its own directory and reads no config file.
+    let command = cli.command.unwrap_or(Command::Run { database: None });
+    let config = match &command {
+        Command::Dev { .. } => Config::with_data_dir(Path::new("/")),
         Command::Run { database } => {
-            let config = match load().and_then(|c| c.with_database(database)) {
+            match Config::load(&path, required).and_then(|c| c.with_database(database.clone())) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("gatehouse-controller: {e}");
-                    return ExitCode::from(64);
-                }
-            };
-            runtime.block_on(async {
-                let running = server::start(config, shutdown.clone()).await?;
-                tokio::spawn(on_signal(shutdown.clone()));
-                gatehouse_common::service::notify_ready();
-                gatehouse_common::service::spawn_watchdog(shutdown.clone());
-                shutdown.cancelled().await;
-                gatehouse_common::service::notify_stopping();
-                // Drain with a grace period.
-                tokio::time::timeout(Duration::from_secs(15), running.wait())
-                    .await
-                    .map_err(|_| anyhow::anyhow!("streams did not close within 15 s"))
-            })
+                Err(e) => return usage(&e),
+            }
         }
+        _ => match Config::load(&path, required) {
+            Ok(c) => c,
+            Err(e) => return usage(&e),
+        },
+    };
+    let log = gatehouse_common::logging::init(&config.log);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = match command {
+        Command::CaHash => daemon::ca_hash(&config),
+        Command::Run { .. } => runtime.block_on(daemon::run(config, &path, required, log)),
         #[cfg(feature = "dev")]
         Command::Dev {
             data,
             agent_listen,
             admin_listen,
             http_listen,
-        } => runtime.block_on(async {
-            use gatehouse_controller::dev;
-            tokio::spawn(on_signal(shutdown.clone()));
-            let options = dev::DevOptions {
-                data,
-                agent_listen,
-                admin_listen,
-                http_listen,
-            };
-            dev::run(options, shutdown).await
-        }),
+        } => runtime.block_on(daemon::dev(gatehouse_controller::dev::DevOptions {
+            data,
+            agent_listen,
+            admin_listen,
+            http_listen,
+        })),
         #[cfg(not(feature = "dev"))]
         Command::Dev { .. } => {
-            eprintln!(
-                "gatehouse-controller: this build has no dev mode (the packages leave it out). \
-                 From a checkout of gatehouse, run: cargo run --bin gatehouse-controller -- dev"
-            );
+            eprintln!("gatehouse-controller: {}", daemon::NO_DEV_MODE);
             return ExitCode::from(64);
         }
         Command::Man { .. } => unreachable!("answered before the config is read"),
@@ -133,26 +107,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn ca_hash(config: &Config) -> anyhow::Result<()> {
-    let path = config.data_dir.join("ca.pem");
-    let pem = std::fs::read_to_string(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read {}: {e} (has the controller started once?)",
-            path.display()
-        )
-    })?;
-    let info = gatehouse_common::pki::CertInfo::from_pem(&pem)?;
-    println!("{}", info.spki_hash);
-    Ok(())
-}
-
-async fn on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    shutdown.cancel();
+fn usage(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("gatehouse-controller: {e}");
+    ExitCode::from(64)
 }

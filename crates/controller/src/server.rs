@@ -160,7 +160,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         site_ca,
         fleet: Fleet::default(),
         revoked,
-        config,
+        config: std::sync::RwLock::new(Arc::new(config)),
         master_key: key,
         state_changes: tokio::sync::Mutex::new(()),
         acme_wake: tokio::sync::Notify::new(),
@@ -183,8 +183,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let agent_service = AgentServiceServer::new(AgentApi::new(shared.clone()));
     let admin_service = AdminServiceServer::new(AdminApi::new(shared.clone()));
     let limits = crate::idle::Limits {
-        first_request: shared.config.first_request_timeout,
-        idle: shared.config.idle_connection_timeout,
+        first_request: shared.config().first_request_timeout,
+        idle: shared.config().idle_connection_timeout,
     };
     let agent_incoming = tls::incoming(agent_listener, agent_tls, limits, shutdown.clone());
     let admin_incoming = tls::incoming(admin_listener, admin_tls, limits, shutdown.clone());
@@ -229,7 +229,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     });
     let timings = crate::acme::order::Timings {
-        propagation: shared.config.acme_propagation_timeout,
+        propagation: shared.config().acme_propagation_timeout,
         ..Default::default()
     };
     tasks.spawn(crate::acme::worker::run(

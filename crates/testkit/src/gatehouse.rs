@@ -107,13 +107,16 @@ impl Controller {
         let mut text = format!(
             "data_dir = {data:?}\nagent_listen = \"127.0.0.1:{agent_port}\"\n\
              admin_listen = \"127.0.0.1:{admin_port}\"\nadmin_socket = {socket:?}\n\
-             http_listen = \"127.0.0.1:{http_port}\"\n\
-             report_interval = \"1s\"\n",
+             http_listen = \"127.0.0.1:{http_port}\"\n",
             data = data_dir.display().to_string(),
             socket = socket.display().to_string(),
         );
         if let Some(db) = database {
             text.push_str(&format!("database = {db:?}\n"));
+        }
+        // Fast reports, unless the test sets its own interval.
+        if !extra.contains("report_interval") {
+            text.push_str("report_interval = \"1s\"\n");
         }
         text.push_str(extra);
         let config = dir.path().join("controller.toml");
@@ -166,6 +169,12 @@ impl Controller {
         if let Some(mut p) = self.proc.take() {
             p.kill();
         }
+    }
+
+    /// Rewrites the config file (a reload test sends SIGHUP next).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("read controller.toml");
+        std::fs::write(&self.config, edit(text)).expect("write controller.toml");
     }
 
     /// Starts it again with the same config, ports and data.
@@ -337,6 +346,12 @@ impl Agent {
         }
     }
 
+    /// Rewrites the config file (a reload test sends SIGHUP next).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("read agent.toml");
+        std::fs::write(&self.config, edit(text)).expect("write agent.toml");
+    }
+
     /// The agent's paths.
     pub fn paths(&self) -> Paths {
         Paths::under(&self.root)
@@ -379,7 +394,13 @@ impl Agent {
         self.runs += 1;
         let mut cmd = Command::new(bin("gatehouse-agent"));
         cmd.arg("--config").arg(&self.config).arg("run");
-        cmd.env("GATEHOUSE_LOG", "info,gatehouse_agent=debug");
+        // Debug logs, unless the test sets the config file's own filter.
+        let text = std::fs::read_to_string(&self.config).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("log =")) {
+            cmd.env_remove("GATEHOUSE_LOG");
+        } else {
+            cmd.env("GATEHOUSE_LOG", "info,gatehouse_agent=debug");
+        }
         self.proc = Some(Proc::spawn("gatehouse-agent", cmd, &log));
     }
 

@@ -20,22 +20,7 @@ use tracing::{info, warn};
 use crate::host::certs::Installed;
 use crate::host::files::{self, FileError};
 
-/// Where Caddy is and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaddyConfig {
-    /// The main Caddyfile (created with just the import line when missing).
-    pub caddyfile: PathBuf,
-    /// The directory of gatehouse's site snippets.
-    pub sites_dir: PathBuf,
-    /// Caddy's admin endpoint, `http://HOST:PORT`.
-    pub admin: String,
-    /// The caddy executable.
-    pub bin: PathBuf,
-    /// The user Caddy runs as: validation runs as this user, certificate files belong to it.
-    pub user: Option<String>,
-    /// Where to connect to check what a site serves.
-    pub check_address: IpAddr,
-}
+pub use crate::config::CaddyConfig;
 
 /// One change to the snippet directory.
 pub use super::files::FileChange as Change;
@@ -381,7 +366,7 @@ impl Caddy {
             .send()
             .await
             .map_err(|e| {
-                CaddyError::Reload(format!("{url}: {}", crate::enroll::error_chain(&e)))
+                CaddyError::Reload(format!("{url}: {}", gatehouse_common::error_chain(&e)))
             })?;
         if response.status().is_success() {
             return Ok(());

@@ -10,6 +10,7 @@ pub mod sites;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gatehouse_proto::spec::ValidState;
@@ -112,8 +113,8 @@ fn failed(item: Item, error: impl ToString) -> ItemResult {
 #[derive(Debug)]
 pub struct Host {
     certificates: Certificates,
-    /// `None` when Caddy is not managed on this host.
-    sites: Option<Sites>,
+    /// `None` when Caddy is not managed on this host; a config reload may replace it.
+    sites: RwLock<Option<Arc<Sites>>>,
 }
 
 impl Host {
@@ -121,8 +122,13 @@ impl Host {
     pub fn new(caddy: Option<Caddy>, certs: CertStore) -> Self {
         Self {
             certificates: Certificates::new(certs),
-            sites: caddy.map(Sites::new),
+            sites: RwLock::new(caddy.map(|c| Arc::new(Sites::new(c)))),
         }
+    }
+
+    /// Manages Caddy as given from the next pass on (`None`: not at all).
+    pub fn set_caddy(&self, caddy: Option<Caddy>) {
+        *self.sites.write().expect("sites lock") = caddy.map(|c| Arc::new(Sites::new(c)));
     }
 
     /// Keeps pending keys in `path` (0600), loading those a previous run left.
@@ -159,13 +165,14 @@ impl Host {
             now,
         };
         pass(&self.certificates, "certificates", &certs, &mut out).await;
-        match &self.sites {
+        let sites = self.sites.read().expect("sites lock").clone();
+        match sites {
             Some(sites) => {
                 let desired = sites::Desired {
                     usable: self.certificates.usable(&valid.certificates),
                     sites: valid.sites.clone(),
                 };
-                pass(sites, "caddy", &desired, &mut out).await;
+                pass(sites.as_ref(), "caddy", &desired, &mut out).await;
             }
             None => {
                 for site in &valid.sites {

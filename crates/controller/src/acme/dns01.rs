@@ -204,8 +204,8 @@ pub async fn authoritative_servers(
     shared: &Shared,
     zone: &ZoneRef,
 ) -> Result<Vec<SocketAddr>, String> {
-    if !shared.config.acme_dns_servers.is_empty() {
-        return Ok(shared.config.acme_dns_servers.clone());
+    if !shared.config().acme_dns_servers.is_empty() {
+        return Ok(shared.config().acme_dns_servers.clone());
     }
     let mut servers = Vec::new();
     for ns in &zone.name_servers {

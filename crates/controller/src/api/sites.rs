@@ -127,7 +127,7 @@ pub(super) async fn put_site(shared: &Shared, req: PutSiteRequest) -> Result<Sit
                     key_type: KeyType::P256,
                 })
             } else {
-                let config = &shared.config;
+                let config = shared.config();
                 site_spec.tls = Some(SiteTls {
                     mode: Some(site_tls::Mode::CaddyManaged(CaddyManaged {
                         acme_ca: config.caddy_acme_ca.clone(),

@@ -79,7 +79,7 @@ pub async fn issue(
                 .issue_site(
                     &request.csr_der,
                     &domains,
-                    shared.config.site_cert_lifetime,
+                    shared.config().site_cert_lifetime,
                     now(),
                 )
                 .map_err(|e| e.to_string())?;

@@ -71,7 +71,7 @@ pub fn open(
             .inspect(move |m| shared.fleet.messages.sent(m))
     };
     let span = info_span!("stream", agent_id = %id);
-    let liveness = Liveness::new(shared.config.stream_timeout, Instant::now());
+    let liveness = Liveness::new(shared.config().stream_timeout, Instant::now());
     let session = Session {
         shared,
         id,
@@ -310,7 +310,7 @@ impl Session {
                     .issue_agent(
                         &renewal.csr_der,
                         &self.id,
-                        self.shared.config.agent_cert_lifetime,
+                        self.shared.config().agent_cert_lifetime,
                         now(),
                     )
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
