@@ -37,7 +37,11 @@ pub async fn run(
         .await
         .map_err(|e| failed(e.to_string()))?;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(agent.clone().run(shutdown.clone()));
+    let span = tracing::info_span!("agent", agent_id = %agent.agent_id());
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        agent.clone().run(shutdown.clone()),
+        span,
+    ));
     service::notify_ready();
     service::spawn_watchdog(shutdown.clone());
     while signals.next().await == Request::Reload {

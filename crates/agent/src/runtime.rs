@@ -27,9 +27,9 @@ use crate::host::{files, metrics};
 use crate::identity::{self, Enrollment, Identity, IdentityError, PendingKey};
 use crate::reconcile::Host;
 use crate::session;
+use crate::state;
 use crate::status::Status;
 use crate::transport::{self, ControllerUrl};
-use crate::{now_unix, state};
 use gatehouse_common::error_chain;
 
 /// How many reports the agent keeps while the controller is away.
@@ -110,6 +110,8 @@ pub struct Agent {
     /// Wakes the stream (or the wait between two) after a reload: a pass runs with the new
     /// settings.
     pub(crate) reloaded: Notify,
+    /// Wall-clock time wherever it decides something (a manual one in tests).
+    pub(crate) clock: gatehouse_common::Clock,
     pub(crate) controller: ControllerUrl,
     status: Mutex<Status>,
     applied: Mutex<Option<DesiredState>>,
@@ -152,6 +154,14 @@ impl Agent {
     /// Loads the identity and the persisted state; reapplies that state right away, without
     /// the controller.
     pub async fn start(config: Config) -> Result<Arc<Self>, StartError> {
+        Self::start_with_clock(config, gatehouse_common::Clock::system()).await
+    }
+
+    /// The same, with renewals and rotation following `clock` (a manual one in tests).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: gatehouse_common::Clock,
+    ) -> Result<Arc<Self>, StartError> {
         let paths = &config.paths;
         let enrollment = Enrollment::load(paths)?;
         let identity = Identity::load(paths)?;
@@ -201,6 +211,7 @@ impl Agent {
             applied: Mutex::new(None),
             interval,
             reloaded: Notify::new(),
+            clock,
             reports: ReportBuffer::default(),
             facts: Mutex::new(
                 metrics::Sampler::new()
@@ -351,7 +362,7 @@ impl Agent {
             sampler = s;
             *self.facts.lock().expect("facts lock") = facts;
             self.reports.push(Report {
-                sampled_at: now_unix(),
+                sampled_at: self.clock.now(),
                 metrics: Some(report),
                 applied_generation: self.applied_generation(),
                 certificates: self.host.certs().inventory(),
@@ -423,7 +434,7 @@ impl Agent {
         *self.last_results.lock().expect("results lock") = (0, Vec::new());
         self.update_status(|s| {
             s.connected = true;
-            s.connected_since = Some(now_unix());
+            s.connected_since = Some(self.clock.now());
             s.failed_attempts = 0;
             s.last_error = None;
         });
@@ -475,7 +486,10 @@ impl Agent {
             self.persist_applied();
         }
         let generation = desired.generation;
-        let outcome = self.host.reconcile(&desired, now_unix()).await;
+        let span = tracing::info_span!("pass", generation);
+        let outcome =
+            tracing::Instrument::instrument(self.host.reconcile(&desired, self.clock.now()), span)
+                .await;
         let unsaved = self.unsaved.lock().expect("unsaved lock").clone();
         let mut results = vec![match unsaved {
             None => ItemResult::applied("settings", "agent"),

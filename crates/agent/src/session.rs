@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::identity::{self, Identity, PendingKey};
 use crate::runtime::{Agent, SessionError};
-use crate::{now_unix, random_below, transport};
+use crate::{random_below, transport};
 use gatehouse_common::error_chain;
 
 /// The first wait before a certificate request is sent again without an answer.
@@ -124,7 +124,7 @@ pub(crate) async fn run(
     let paths = &agent.paths;
     let ca = identity::load_controller_ca(paths)?;
     let mut identity = Identity::load(paths)?;
-    if identity.info.not_after <= now_unix() + 5 {
+    if identity.info.not_after <= agent.clock.now() + 5 {
         identity = agent.renew_expired(&identity, &ca).await?;
     }
     let channel = transport::tls_channel(&agent.controller, identity.client_config(&ca)?)
@@ -151,7 +151,7 @@ pub(crate) async fn run(
     let mut session = Session {
         agent,
         ca,
-        rotate_at: rotation_time(&identity),
+        rotate_at: rotation_time(&identity, agent.clock.now()),
         identity,
         outbox,
         liveness: Liveness::new(agent.config().stream_timeout, Instant::now()),
@@ -246,7 +246,7 @@ impl Session<'_> {
                 {
                     Ok(new) => {
                         self.identity = new;
-                        self.rotate_at = rotation_time(&self.identity);
+                        self.rotate_at = rotation_time(&self.identity, self.agent.clock.now());
                     }
                     Err(e) => {
                         warn!(error = %e, "the renewed identity did not work, keeping the current one");
@@ -255,7 +255,7 @@ impl Session<'_> {
                 }
             }
             Some(Down::Certificate(issued)) => {
-                match self.agent.host.install(&issued, now_unix()) {
+                match self.agent.host.install(&issued, self.agent.clock.now()) {
                     Ok(_) => {
                         self.asked.remove(&issued.name);
                     }
@@ -328,7 +328,7 @@ impl Session<'_> {
             self.push(
                 Key::Report,
                 Up::Report(Report {
-                    sampled_at: now_unix(),
+                    sampled_at: self.agent.clock.now(),
                     metrics: None,
                     applied_generation: self.agent.applied_generation(),
                     certificates: inventory.clone(),
@@ -367,15 +367,11 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// A random point between 70 % and 90 % of the certificate's lifetime.
-fn rotation_time(identity: &Identity) -> Instant {
+fn rotation_time(identity: &Identity, now: i64) -> Instant {
     let lifetime = (identity.info.not_after - identity.info.not_before).max(1) as u64 * 1000;
     let at_ms =
         identity.info.not_before * 1000 + (lifetime * 7 / 10 + random_below(lifetime / 5)) as i64;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    Instant::now() + Duration::from_millis((at_ms - now_ms).max(0) as u64)
+    Instant::now() + Duration::from_millis((at_ms - now * 1000).max(0) as u64)
 }
 
 /// How long to wait for an answer to a renewal before asking again.

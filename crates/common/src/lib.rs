@@ -4,6 +4,7 @@
 //! liveness, backoff with jitter, randomness, time, error chains and config-file reading.
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod liveness;
 pub mod logging;
@@ -14,6 +15,7 @@ pub mod signals;
 pub mod transport;
 
 pub use backoff::{Backoff, jitter, random_below};
+pub use clock::Clock;
 pub use liveness::{Liveness, Stalled};
 pub use outbox::{Full, Outbox};
 

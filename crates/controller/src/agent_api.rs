@@ -15,10 +15,10 @@ use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use crate::Shared;
 use crate::secrets::{JOIN_PREFIX, Token, random_id};
 use crate::store::{AgentRow, RedeemError};
 use crate::tls::Peer;
-use crate::{Shared, now};
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -44,7 +44,11 @@ impl From<RedeemError> for Status {
 }
 
 /// The verified agent behind a request.
-fn peer_agent<T>(request: &Request<T>, allow_expired: bool) -> Result<(AgentId, CertInfo), Status> {
+fn peer_agent<T>(
+    request: &Request<T>,
+    allow_expired: bool,
+    now: i64,
+) -> Result<(AgentId, CertInfo), Status> {
     let cert = request
         .extensions()
         .get::<Peer>()
@@ -56,7 +60,7 @@ fn peer_agent<T>(request: &Request<T>, allow_expired: bool) -> Result<(AgentId, 
         .agent_id
         .clone()
         .ok_or_else(|| Status::unauthenticated("the client certificate names no agent"))?;
-    if !allow_expired && cert.not_after <= now() {
+    if !allow_expired && cert.not_after <= now {
         return Err(Status::unauthenticated(
             "the identity certificate has expired: renew it (Renew)",
         ));
@@ -78,7 +82,7 @@ impl AgentApi {
             .parse()
             .expect("random ids have the agent id shape");
         let issued = self.issue(&req.csr_der, &id)?;
-        let now = now();
+        let now = self.shared.now();
         let mut facts = req.facts.unwrap_or_default();
         crate::fleet::clean::facts(&mut facts);
         let agent = AgentRow {
@@ -129,7 +133,12 @@ impl AgentApi {
     fn issue(&self, csr_der: &[u8], id: &AgentId) -> Result<crate::ca::Issued, Status> {
         self.shared
             .ca
-            .issue_agent(csr_der, id, self.shared.config().agent_cert_lifetime, now())
+            .issue_agent(
+                csr_der,
+                id,
+                self.shared.config().agent_cert_lifetime,
+                self.shared.now(),
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 }
@@ -150,7 +159,7 @@ impl AgentService for AgentApi {
             .and_then(|p| p.remote)
             .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
         let limit = &self.shared.failed_enrollments;
-        if let Err(refused) = limit.check(&source, now()) {
+        if let Err(refused) = limit.check(&source, self.shared.now()) {
             if refused.first {
                 warn!(source = %source, limit = refused.limit, "failed enrollments throttled");
             }
@@ -166,7 +175,7 @@ impl AgentService for AgentApi {
                 Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied
             )
         {
-            limit.record(&source, now());
+            limit.record(&source, self.shared.now());
         }
         result.map(Response::new)
     }
@@ -175,7 +184,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
-        let (id, _) = peer_agent(&request, true)?;
+        let (id, _) = peer_agent(&request, true, self.shared.now())?;
         self.live_agent(&id).await?;
         let issued = self.issue(&request.get_ref().csr_der, &id)?;
         self.shared
@@ -192,7 +201,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<WhoAmIRequest>,
     ) -> Result<Response<WhoAmIResponse>, Status> {
-        let (id, _) = peer_agent(&request, false)?;
+        let (id, _) = peer_agent(&request, false, self.shared.now())?;
         self.live_agent(&id).await?;
         Ok(Response::new(WhoAmIResponse {
             agent_id: id.to_string(),
@@ -205,7 +214,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let (id, _) = peer_agent(&request, false)?;
+        let (id, _) = peer_agent(&request, false, self.shared.now())?;
         self.live_agent(&id).await?;
         let stream = crate::fleet::session::open(self.shared.clone(), id, request.into_inner());
         Ok(Response::new(Box::pin(stream)))

@@ -2,9 +2,9 @@
 
 use gatehouse_proto::v1::DesiredState;
 
+use crate::Shared;
 use crate::error::Result;
 use crate::sites::Refused;
-use crate::{Shared, now};
 
 /// Changes an agent's desired state: a new generation when `edit` alters it, nothing when it
 /// does not. Serialised within this controller, then the agent's stream is told.
@@ -28,7 +28,7 @@ pub async fn change(
     if unchanged {
         return Ok(current);
     }
-    let stored = store.desired_push(agent_id, next, now()).await?;
+    let stored = store.desired_push(agent_id, next, shared.now()).await?;
     shared.fleet.desired_changed(agent_id);
     Ok(stored)
 }

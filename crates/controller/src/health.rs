@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::{Shared, now};
+use crate::Shared;
 
 /// How long the store may take to take the probe's write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,7 +23,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Whether the store takes a write now; the reason when it does not.
 pub async fn store_writable(shared: &Shared) -> Result<(), String> {
-    match tokio::time::timeout(PROBE_TIMEOUT, shared.store.probe_write(now())).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, shared.store.probe_write(shared.now())).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("the store is not writable: {e}")),
         Err(_) => Err(format!(

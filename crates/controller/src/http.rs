@@ -11,9 +11,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::Shared;
 use crate::acme::renewal::in_last_third;
 use crate::store::OrderState;
-use crate::{Shared, now};
 
 /// The routes.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -99,7 +99,7 @@ pub async fn render(shared: &Shared) -> Result<String, crate::store::StoreError>
             current.insert(key, o);
         }
     }
-    let t = now();
+    let t = shared.now();
     out.push_str(
         "# HELP gatehouse_certificate_expiry_timestamp_seconds When each host's ACME \
          certificate expires.\n",

@@ -50,9 +50,19 @@ pub struct Shared {
     pub issuance: limit::PerMinute,
     /// Failed enrollments per source address per minute.
     pub failed_enrollments: limit::PerMinute,
+    /// Every agent stream and ACME order in flight: shutdown waits for them before the store
+    /// closes.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Wall-clock time wherever it decides something (a manual one in tests).
+    pub clock: gatehouse_common::Clock,
 }
 
 impl Shared {
+    /// Now, in Unix seconds, by the controller's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
     /// The running config.
     pub fn config(&self) -> std::sync::Arc<config::Config> {
         self.config.read().expect("config lock").clone()
@@ -71,17 +81,12 @@ impl Shared {
         let last_seen = live.last_seen.or(row.last_seen_at).unwrap_or(0);
         if row.revoked_at.is_some() {
             "revoked"
-        } else if live.connected_since.is_some() && now() - last_seen <= window {
+        } else if live.connected_since.is_some() && self.now() - last_seen <= window {
             "online"
         } else {
             "offline"
         }
     }
-}
-
-/// The current Unix time in seconds.
-pub fn now() -> i64 {
-    gatehouse_common::now_unix()
 }
 
 /// An error and its sources on one line.

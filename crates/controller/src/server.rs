@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tracing::{error, info};
 
+use crate::Shared;
 use crate::agent_api::AgentApi;
 use crate::api::AdminApi;
 use crate::ca::{Ca, CaError, CaKind};
@@ -21,7 +22,6 @@ use crate::fleet::Fleet;
 use crate::secrets::{MasterKey, SecretError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, RevokedAgents};
-use crate::{Shared, now};
 
 /// Why the controller could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,9 @@ impl Running {
         info!("shutting down: closing agent streams");
         self.shared.fleet.disconnect_all();
         while self.tasks.join_next().await.is_some() {}
+        // Streams and orders end on the same signal; the store outlives every one of them.
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
         let _ = std::fs::remove_file(&self.admin_socket);
         self.shared.store.close().await;
         info!("controller stopped");
@@ -100,6 +103,15 @@ fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// Starts a controller; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    start_with_clock(config, gatehouse_common::Clock::system(), shutdown).await
+}
+
+/// Starts a controller whose decisions follow `clock` (a manual one in tests).
+pub async fn start_with_clock(
+    config: Config,
+    clock: gatehouse_common::Clock,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
     let path_err = |path: &std::path::Path| {
         let path = path.to_owned();
         move |source| StartError::Path { path, source }
@@ -107,8 +119,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     private_dir(&config.data_dir).map_err(path_err(&config.data_dir))?;
     let key = MasterKey::load_or_create(&config.master_key_file)?;
     let store = Store::open(config.database.expose()).await?;
-    let ca = Ca::load_or_create(&store, &key, CaKind::Identity, now()).await?;
-    let site_ca = Ca::load_or_create(&store, &key, CaKind::Sites, now()).await?;
+    let ca = Ca::load_or_create(&store, &key, CaKind::Identity, clock.now()).await?;
+    let site_ca = Ca::load_or_create(&store, &key, CaKind::Sites, clock.now()).await?;
     let revoked = RevokedAgents::default();
     for id in store.agent_revoked_ids().await? {
         revoked.insert(&id);
@@ -118,7 +130,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let site_ca_file = config.data_dir.join("site-ca.pem");
     std::fs::write(&site_ca_file, site_ca.cert_pem()).map_err(path_err(&site_ca_file))?;
 
-    let (chain, server_key) = ca.issue_server(&config.server_names, now())?;
+    let (chain, server_key) = ca.issue_server(&config.server_names, clock.now())?;
     let agent_tls = tls::agent_server_config(
         ca.cert_der(),
         chain.clone(),
@@ -166,6 +178,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         acme_wake: tokio::sync::Notify::new(),
         issuance,
         failed_enrollments,
+        tasks: tokio_util::task::TaskTracker::new(),
+        clock,
     });
 
     let mut tasks = JoinSet::new();

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use gatehouse_proto::names::Role;
 
+use crate::Shared;
 use crate::error::{Error, Result};
 use crate::secrets::{API_PREFIX, Token};
 use crate::store::{ApiTokenRow, JoinTokenRow};
-use crate::{Shared, now};
 
 /// The default join token lifetime.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -26,7 +26,7 @@ pub async fn create_join_token(
     if ttl > MAX_TOKEN_TTL {
         return Err(Error::Invalid("ttl: at most 30 days".into()));
     }
-    let now = now();
+    let now = shared.now();
     let row = JoinTokenRow {
         id: token.id.clone(),
         secret_hash: token.secret_hash(),
@@ -48,7 +48,7 @@ pub async fn revoke_join_token(shared: &Shared, id: &str) -> Result<JoinTokenRow
             "no join token {id:?}: see gatehousectl token list"
         )));
     }
-    Ok(shared.store.join_token_revoke(id, now()).await?)
+    Ok(shared.store.join_token_revoke(id, shared.now()).await?)
 }
 
 /// Creates an API token.
@@ -66,7 +66,7 @@ pub async fn create_api_token(
         name: name.to_owned(),
         role: role.as_str().to_owned(),
         secret_hash: token.secret_hash(),
-        created_at: now(),
+        created_at: shared.now(),
         revoked_at: None,
         last_used_at: None,
     };
@@ -81,5 +81,5 @@ pub async fn revoke_api_token(shared: &Shared, id: &str) -> Result<ApiTokenRow> 
             "no API token {id:?}: see gatehousectl apitoken list"
         )));
     }
-    Ok(shared.store.api_token_revoke(id, now()).await?)
+    Ok(shared.store.api_token_revoke(id, shared.now()).await?)
 }

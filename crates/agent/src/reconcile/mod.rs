@@ -57,10 +57,11 @@ async fn pass<R: Resource + Sync>(
     R::Desired: Sync,
     R::Change: Send,
 {
-    match resource.observe() {
+    let span = tracing::debug_span!("resource", resource = kind);
+    match span.in_scope(|| resource.observe()) {
         Ok(observed) => {
-            let changes = R::plan(desired, &observed);
-            resource.apply(desired, changes, out).await;
+            let changes = span.in_scope(|| R::plan(desired, &observed));
+            tracing::Instrument::instrument(resource.apply(desired, changes, out), span).await;
         }
         Err(e) => out.results.push(failed((kind, String::new()), e)),
     }

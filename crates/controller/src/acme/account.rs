@@ -7,9 +7,9 @@ use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 use tracing::info;
 
 use super::http::AcmeHttp;
+use crate::Shared;
 use crate::error::Error;
 use crate::store::AcmeAccountRow;
-use crate::{Shared, now};
 
 /// The CAs known by name, their directories, and whether they need EAB.
 const PRESETS: &[(&str, &str, bool)] = &[
@@ -178,7 +178,7 @@ pub async fn create(shared: &Shared, input: NewAccountInput) -> Result<AcmeAccou
             .map(|(_, key)| shared.master_key.seal(&sealed_eab_name(name.as_str()), key))
             .unwrap_or_default(),
         ca_roots: input.ca_roots,
-        created_at: now(),
+        created_at: shared.now(),
     };
     shared.store.acme_account_insert(&row).await?;
     info!(account = %row.name, directory = %row.directory_url, "ACME account created");

@@ -11,10 +11,10 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tracing::{info, warn};
 
+use crate::Shared;
 use crate::cloudflare::Client;
 use crate::cloudflare::dns::NewRecord;
 use crate::store::AcmeTxtRow;
-use crate::{Shared, now};
 
 /// How often the authoritative DNS is asked while waiting for a record.
 pub const PROPAGATION_POLL: Duration = Duration::from_secs(2);
@@ -89,7 +89,7 @@ pub async fn present(
         name: name.to_owned(),
         content: content.to_owned(),
         record_id: String::new(),
-        created_at: now(),
+        created_at: shared.now(),
     };
     shared
         .store

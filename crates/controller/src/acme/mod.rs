@@ -12,10 +12,10 @@ pub mod worker;
 use gatehouse_proto::spec::Certificate;
 use tracing::info;
 
+use crate::Shared;
 use crate::error::Error;
 use crate::secrets::{random_id, sha256_hex};
 use crate::store::{AcmeOrderRow, OrderState};
-use crate::{Shared, now};
 
 /// An instant-acme error on one line, with the CA's problem type and detail when it sent one.
 pub fn describe(e: &instant_acme::Error) -> String {
@@ -76,7 +76,7 @@ pub async fn request(
                  retry {})",
                 order.last_error,
                 order.failures,
-                (order.next_attempt_at - now()).max(0),
+                (order.next_attempt_at - shared.now()).max(0),
                 order.id
             )),
             state => Answer::Pending(state),
@@ -93,7 +93,7 @@ pub async fn request(
         ));
     }
     crate::certificates::admit(shared, agent_id, name).await?;
-    let t = now();
+    let t = shared.now();
     let superseded: Vec<AcmeOrderRow> = store
         .acme_orders(Some(agent_id))
         .await
@@ -165,7 +165,7 @@ pub async fn order_views(
     rows: &[AcmeOrderRow],
     all: &[AcmeOrderRow],
 ) -> Result<Vec<gatehouse_proto::v1::CertificateOrder>, crate::store::StoreError> {
-    let t = now();
+    let t = shared.now();
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
         let newer_issued = all.iter().any(|o| {
@@ -268,7 +268,7 @@ pub async fn revoke(
         .await
         .map_err(|e| Error::Precondition(format!("the CA refused: {}", describe(&e))))?;
     order.state = OrderState::Revoked;
-    order.updated_at = now();
+    order.updated_at = shared.now();
     shared.store.acme_order_update(&order).await?;
     info!(order = %order.id, certificate = %order.certificate, agent_id = %order.agent_id,
         serial = %order.serial, "ACME certificate revoked");

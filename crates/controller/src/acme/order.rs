@@ -12,8 +12,8 @@ use instant_acme::{
 use tracing::{info, warn};
 
 use super::dns01;
+use crate::Shared;
 use crate::store::{AcmeOrderRow, OrderState};
-use crate::{Shared, now};
 
 /// Timings an order runs with; tests shorten them.
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +99,7 @@ async fn save(
     state: OrderState,
 ) -> Result<(), StepError> {
     order.state = state;
-    order.updated_at = now();
+    order.updated_at = shared.now();
     shared
         .store
         .acme_order_update(order)
@@ -164,7 +164,7 @@ async fn fail(shared: &Shared, timings: &Timings, order: &mut AcmeOrderRow, mess
     order.failures += 1;
     order.last_error = message;
     order.order_url.clear();
-    order.next_attempt_at = now() + timings.backoff_after(order.failures).as_secs() as i64;
+    order.next_attempt_at = shared.now() + timings.backoff_after(order.failures).as_secs() as i64;
     warn!(order = %order.id, certificate = %order.certificate, failures = order.failures,
         "ACME order failed: {}", order.last_error);
     if let Err(e) = save(shared, order, OrderState::Failed).await {

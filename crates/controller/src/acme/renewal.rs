@@ -10,8 +10,8 @@ use instant_acme::CertificateIdentifier;
 use rustls_pki_types::CertificateDer;
 use tracing::{info, warn};
 
+use crate::Shared;
 use crate::store::AcmeOrderRow;
-use crate::{Shared, now};
 
 /// Lifetimes up to this renew at half their life, longer ones with a third left.
 const SHORT_LIFETIME: i64 = 10 * 86_400;
@@ -73,7 +73,7 @@ async fn ari_window(
 
 /// Decides (or revises, after ARI's Retry-After) when `order` renews, and saves it.
 async fn schedule(shared: &Shared, order: &mut AcmeOrderRow) {
-    let t = now();
+    let t = shared.now();
     match ari_window(shared, order).await {
         Ok(Some((start, end, retry_after))) => {
             // A window that moved earlier (a revocation, a CA incident) is followed at once.
@@ -135,7 +135,7 @@ async fn renew(shared: &Shared, order: &mut AcmeOrderRow) {
             info!(order = %order.id, certificate = %order.certificate, agent_id = %order.agent_id,
                 generation = state.generation, how = %order.renewal, "ACME certificate renewal started");
             order.superseded = true;
-            order.updated_at = now();
+            order.updated_at = shared.now();
             if let Err(e) = shared.store.acme_order_update(order).await {
                 warn!(order = %order.id, "cannot save the renewal: {e}");
             }
@@ -155,7 +155,7 @@ pub async fn run_due(shared: &Shared) -> Option<i64> {
     };
     let mut next: Option<i64> = None;
     for mut order in current {
-        let t = now();
+        let t = shared.now();
         if order.renew_at == 0 || t >= order.recheck_at {
             schedule(shared, &mut order).await;
         }

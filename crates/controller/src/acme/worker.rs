@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{dns01, order, renewal};
+use crate::Shared;
 use crate::store::{Leader, LeaderJob, OrderState};
-use crate::{Shared, now};
 
 /// Orders driven at the same time.
 const PARALLEL: usize = 8;
@@ -61,7 +61,7 @@ pub async fn run(shared: Arc<Shared>, timings: order::Timings, shutdown: Cancell
             }
         }
         dns01::sweep(&shared).await;
-        match shared.store.acme_orders_due(now()).await {
+        match shared.store.acme_orders_due(shared.now()).await {
             Ok(due) => {
                 for pending in due {
                     if !in_flight
@@ -77,20 +77,30 @@ pub async fn run(shared: Arc<Shared>, timings: order::Timings, shutdown: Cancell
                     let shared = shared.clone();
                     let in_flight = in_flight.clone();
                     let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        let id = pending.id.clone();
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {}
-                            done = order::drive(&shared, &timings, pending) => {
-                                if done.state == OrderState::Issued {
-                                    shared.fleet.desired_changed(&done.agent_id);
+                    let span = tracing::info_span!(
+                        "order",
+                        order = %pending.id,
+                        agent_id = %pending.agent_id,
+                        certificate = %pending.certificate,
+                    );
+                    let tasks = shared.tasks.clone();
+                    tasks.spawn(tracing::Instrument::instrument(
+                        async move {
+                            let id = pending.id.clone();
+                            tokio::select! {
+                                _ = shutdown.cancelled() => {}
+                                done = order::drive(&shared, &timings, pending) => {
+                                    if done.state == OrderState::Issued {
+                                        shared.fleet.desired_changed(&done.agent_id);
+                                    }
                                 }
                             }
-                        }
-                        in_flight.lock().expect("in-flight lock").remove(&id);
-                        drop(slot);
-                        shared.acme_wake.notify_one();
-                    });
+                            in_flight.lock().expect("in-flight lock").remove(&id);
+                            drop(slot);
+                            shared.acme_wake.notify_one();
+                        },
+                        span,
+                    ));
                 }
             }
             Err(e) => warn!("cannot list ACME orders: {e}"),
@@ -98,7 +108,9 @@ pub async fn run(shared: Arc<Shared>, timings: order::Timings, shutdown: Cancell
         let renewal_due = renewal::run_due(&shared).await;
         let order_due = shared.store.acme_next_due().await.ok().flatten();
         let sleep = match [renewal_due, order_due].into_iter().flatten().min() {
-            Some(due) => Duration::from_secs((due - now()).clamp(1, IDLE.as_secs() as i64) as u64),
+            Some(due) => {
+                Duration::from_secs((due - shared.now()).clamp(1, IDLE.as_secs() as i64) as u64)
+            }
             None => IDLE,
         };
         tokio::select! {

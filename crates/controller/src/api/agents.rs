@@ -4,10 +4,10 @@ use gatehouse_proto::names::validate_labels;
 use gatehouse_proto::v1::*;
 
 use super::{Audited, agent_id_arg};
+use crate::Shared;
 use crate::error::{Error, Result};
 use crate::sites::Refused;
 use crate::store::AgentRow;
-use crate::{Shared, now};
 
 fn agent_view(shared: &Shared, row: AgentRow, desired_generation: u64) -> Agent {
     let live = shared.fleet.view(&row.id);
@@ -131,7 +131,7 @@ impl Audited for RevokeAgentRequest {
 pub(super) async fn revoke_agent(shared: &Shared, req: RevokeAgentRequest) -> Result<Agent> {
     let id = agent_id_arg(&req.id)?;
     agent_by_id(shared, &id).await?;
-    shared.store.agent_revoke(&id, now()).await?;
+    shared.store.agent_revoke(&id, shared.now()).await?;
     // Refuse the next handshake and close the open stream now.
     shared.revoked.insert(&id);
     shared.fleet.disconnect(&id);

@@ -6,9 +6,9 @@ use gatehouse_proto::v1::*;
 
 use super::agents::{agent_by_id, change_state};
 use super::{Audited, agent_id_arg};
+use crate::Shared;
 use crate::error::{Error, Result};
 use crate::sites::{self, CertificateSource};
-use crate::{Shared, now};
 
 /// A certificate issuer named by a request (`internal`, `acme:ACCOUNT`), checked.
 pub(super) async fn certificate_source(
@@ -143,7 +143,7 @@ pub(super) async fn retry_certificate_order(
             "order {id} is issued; to replace the certificate, use cert reissue"
         )));
     }
-    shared.store.acme_order_retry_now(&id, now()).await?;
+    shared.store.acme_order_retry_now(&id, shared.now()).await?;
     shared.acme_wake.notify_one();
     order(shared, &id).await
 }

@@ -126,7 +126,7 @@ impl AdminApi {
             .map_err(|_| Status::internal("stored token role is damaged"))?;
         self.shared
             .store
-            .api_token_touch(&row.id, crate::now())
+            .api_token_touch(&row.id, self.shared.now())
             .await?;
         Ok(Actor::Token {
             id: row.id,

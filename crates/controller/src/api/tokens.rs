@@ -6,11 +6,11 @@ use gatehouse_proto::names::{Role, validate_labels};
 use gatehouse_proto::v1::*;
 
 use super::Audited;
+use crate::Shared;
 use crate::error::{Error, Result};
 use crate::secrets::{JOIN_PREFIX, Token};
 use crate::store::{ApiTokenRow, JoinTokenRow};
 use crate::tokens::DEFAULT_TOKEN_TTL;
-use crate::{Shared, now};
 
 fn join_token_view(row: &JoinTokenRow, now: i64) -> JoinToken {
     JoinToken {
@@ -62,7 +62,7 @@ pub(super) async fn create_join_token(
     let row = crate::tokens::create_join_token(shared, &token, ttl, labels).await?;
     Ok(CreateJoinTokenResponse {
         token: token.reveal(),
-        info: Some(join_token_view(&row, now())),
+        info: Some(join_token_view(&row, shared.now())),
     })
 }
 
@@ -70,7 +70,7 @@ pub(super) async fn list_join_tokens(
     shared: &Shared,
     _: ListJoinTokensRequest,
 ) -> Result<ListJoinTokensResponse> {
-    let now = now();
+    let now = shared.now();
     let tokens = shared.store.join_token_list().await?;
     Ok(ListJoinTokensResponse {
         tokens: tokens.iter().map(|t| join_token_view(t, now)).collect(),
@@ -90,7 +90,7 @@ pub(super) async fn revoke_join_token(
 ) -> Result<RevokeJoinTokenResponse> {
     let row = crate::tokens::revoke_join_token(shared, &req.id).await?;
     Ok(RevokeJoinTokenResponse {
-        token: Some(join_token_view(&row, now())),
+        token: Some(join_token_view(&row, shared.now())),
     })
 }
 

@@ -6,13 +6,16 @@ use gatehouse_proto::spec::{Certificate, Issuer};
 use gatehouse_proto::v1::CertificateRequest;
 use tracing::{info, warn};
 
+use crate::Shared;
 use crate::audit::{self, Actor};
-use crate::{Shared, now};
 
 /// Counts one issuance for `agent` and certificate `name`, or refuses it (audited once per
 /// refused minute).
 pub async fn admit(shared: &Shared, agent: &str, name: &str) -> Result<(), String> {
-    match shared.issuance.take(&format!("{agent}/{name}"), now()) {
+    match shared
+        .issuance
+        .take(&format!("{agent}/{name}"), shared.now())
+    {
         Ok(()) => Ok(()),
         Err(refused) => {
             let message = format!(
@@ -80,7 +83,7 @@ pub async fn issue(
                     &request.csr_der,
                     &domains,
                     shared.config().site_cert_lifetime,
-                    now(),
+                    shared.now(),
                 )
                 .map_err(|e| e.to_string())?;
             info!(agent_id = agent, certificate = %request.name, serial = %issued.info.serial, "site certificate issued");

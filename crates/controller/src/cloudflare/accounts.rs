@@ -6,9 +6,9 @@ use gatehouse_proto::v1 as pb;
 use tracing::info;
 
 use super::{ApiToken, Client, DEFAULT_API_URL};
+use crate::Shared;
 use crate::error::{Error, Result};
 use crate::store::CloudflareAccountRow;
-use crate::{Shared, now};
 
 fn sealed_name(account: &str) -> String {
     format!("cloudflare.account.{account}")
@@ -59,7 +59,7 @@ pub async fn add(shared: &Shared, new: NewAccount<'_>) -> Result<CloudflareAccou
             .master_key
             .seal(&sealed_name(name.as_str()), token.expose().as_bytes()),
         token_id,
-        created_at: now(),
+        created_at: shared.now(),
     };
     shared.store.cloudflare_account_insert(&row).await?;
     info!(account = %row.name, "Cloudflare account added");

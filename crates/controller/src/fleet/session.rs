@@ -27,8 +27,8 @@ use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::Shared;
 use crate::store::OrderState;
-use crate::{Shared, now};
 
 /// How long a new stream may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,6 +70,7 @@ pub fn open(
             .stream()
             .inspect(move |m| shared.fleet.messages.sent(m))
     };
+    let since = shared.now();
     let span = info_span!("stream", agent_id = %id);
     let liveness = Liveness::new(shared.config().stream_timeout, Instant::now());
     let session = Session {
@@ -83,9 +84,10 @@ pub fn open(
         agent_generation: 0,
         sent_generation: 0,
         delivered: HashSet::new(),
-        since: now(),
+        since,
     };
-    tokio::spawn(session.run(inbound).instrument(span));
+    let tasks = session.shared.tasks.clone();
+    tasks.spawn(session.run(inbound).instrument(span));
     counted
 }
 
@@ -156,7 +158,7 @@ impl Session {
                 &hello.version,
                 &facts,
                 hello.applied_generation,
-                now(),
+                self.shared.now(),
             )
             .await
         {
@@ -164,7 +166,7 @@ impl Session {
             self.outbox.close();
             return;
         }
-        let ticket = self.shared.fleet.open(&agent, now());
+        let ticket = self.shared.fleet.open(&agent, self.shared.now());
         info!(version = %version, generation = hello.applied_generation, "agent connected");
         self.agent_generation = hello.applied_generation;
         let end = match self.sync().await {
@@ -188,7 +190,9 @@ impl Session {
             let _ = self.outbox.push(Key::End, last);
         }
         self.outbox.close();
-        let _ = store.agent_seen(&agent, self.agent_generation, now()).await;
+        let _ = store
+            .agent_seen(&agent, self.agent_generation, self.shared.now())
+            .await;
         info!("agent disconnected");
     }
 
@@ -213,7 +217,7 @@ impl Session {
                 },
                 message = inbound.message() => match message {
                     Ok(Some(m)) => {
-                        self.shared.fleet.seen(self.id.as_str(), now());
+                        self.shared.fleet.seen(self.id.as_str(), self.shared.now());
                         self.shared.fleet.messages.received(&m);
                         self.handle(m).await
                     }
@@ -292,15 +296,17 @@ impl Session {
                 self.log_changes(&ack);
                 self.agent_generation = ack.generation;
                 let store = &self.shared.store;
-                store.agent_seen(agent, ack.generation, now()).await?;
-                let record = crate::store::ApplyRecord::new(&ack, now());
+                store
+                    .agent_seen(agent, ack.generation, self.shared.now())
+                    .await?;
+                let record = crate::store::ApplyRecord::new(&ack, self.shared.now());
                 store.agent_set_last_apply(agent, &record).await?;
                 // An agent that went back (a rollback elsewhere) gets the newest again.
                 self.sync_state().await?;
             }
             Some(Up::Report(mut report)) => {
                 super::clean::report(&mut report);
-                self.shared.fleet.report(agent, report, now());
+                self.shared.fleet.report(agent, report, self.shared.now());
             }
             Some(Up::CertificateRequest(request)) => self.start_issuing(request).await?,
             Some(Up::IdentityRenewal(renewal)) => {
@@ -311,7 +317,7 @@ impl Session {
                         &renewal.csr_der,
                         &self.id,
                         self.shared.config().agent_cert_lifetime,
-                        now(),
+                        self.shared.now(),
                     )
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 self.shared

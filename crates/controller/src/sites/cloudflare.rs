@@ -8,12 +8,12 @@ use gatehouse_proto::names::ResourceName;
 use gatehouse_proto::v1 as pb;
 use tracing::info;
 
+use crate::Shared;
 use crate::cloudflare::accounts::client;
 use crate::cloudflare::dns::NewRecord;
 use crate::error::{Error, Result};
 use crate::secrets::random_id;
 use crate::store::CloudflareSiteRow;
-use crate::{Shared, now};
 
 /// Picks the first candidate that `taken` does not refuse.
 pub async fn pick_name<F, Fut>(
@@ -167,7 +167,7 @@ pub async fn set_up(
         record_ids: Vec::new(),
         certificate_ids: Vec::new(),
         state: "started".into(),
-        created_at: now(),
+        created_at: shared.now(),
     });
     row.fqdn = fqdn.clone();
     row.proxied = cf.proxied;
