@@ -8,6 +8,8 @@ pub mod enroll;
 pub mod host;
 pub mod identity;
 pub mod reconcile;
+pub mod reports;
+mod rotation;
 pub mod runtime;
 pub mod session;
 pub mod state;

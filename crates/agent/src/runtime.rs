@@ -1,19 +1,14 @@
 //! The agent daemon: reapply the persisted state at start, then keep one stream to the
 //! controller open for ever (full-jitter backoff 1 s → 60 s; the stream itself is
-//! [`crate::session`]), apply what it sends, report metrics, and rotate the identity
-//! certificate before it expires.
+//! [`crate::session`]), apply what it sends, report metrics ([`crate::reports`]), and rotate
+//! the identity certificate before it expires ([`crate::rotation`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use gatehouse_common::Backoff;
-use gatehouse_common::jitter;
-use gatehouse_proto::v1::agent_service_client::AgentServiceClient;
-use gatehouse_proto::v1::{
-    Ack, CertificateRequest, DesiredState, HostFacts, ItemResult, RenewRequest, Report,
-    WhoAmIRequest,
-};
+use gatehouse_proto::v1::{Ack, CertificateRequest, DesiredState, HostFacts, ItemResult};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,16 +19,13 @@ use crate::host::caddy::Caddy;
 use crate::host::certs::CertStore;
 use crate::host::files::Owner;
 use crate::host::{files, metrics};
-use crate::identity::{self, Enrollment, Identity, IdentityError, PendingKey};
+use crate::identity::{self, Enrollment, Identity, IdentityError};
 use crate::reconcile::Host;
+use crate::reports::ReportBuffer;
 use crate::session;
 use crate::state;
 use crate::status::Status;
-use crate::transport::{self, ControllerUrl};
-use gatehouse_common::error_chain;
-
-/// How many reports the agent keeps while the controller is away.
-pub const REPORT_BUFFER: usize = 16;
+use crate::transport::ControllerUrl;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,33 +65,6 @@ pub(crate) struct Pass {
     pub recheck_in: Option<Duration>,
 }
 
-/// Reports waiting to be sent, at most [`REPORT_BUFFER`]; the oldest go first when full.
-#[derive(Debug, Default)]
-pub(crate) struct ReportBuffer {
-    queue: Mutex<VecDeque<Report>>,
-    pub(crate) ready: Notify,
-}
-
-impl ReportBuffer {
-    pub(crate) fn push(&self, report: Report) {
-        let mut q = self.queue.lock().expect("report buffer lock");
-        if q.len() == REPORT_BUFFER {
-            q.pop_front();
-        }
-        q.push_back(report);
-        drop(q);
-        self.ready.notify_one();
-    }
-
-    pub(crate) fn drain(&self) -> Vec<Report> {
-        self.queue
-            .lock()
-            .expect("report buffer lock")
-            .drain(..)
-            .collect()
-    }
-}
-
 /// A running agent.
 #[derive(Debug)]
 pub struct Agent {
@@ -115,9 +80,9 @@ pub struct Agent {
     pub(crate) controller: ControllerUrl,
     status: Mutex<Status>,
     applied: Mutex<Option<DesiredState>>,
-    interval: watch::Sender<Duration>,
+    pub(crate) interval: watch::Sender<Duration>,
     pub(crate) reports: ReportBuffer,
-    facts: Mutex<HostFacts>,
+    pub(crate) facts: Mutex<HostFacts>,
     pub(crate) host: Host,
     /// The results last sent in an Ack, to send again only when they change.
     last_results: Mutex<(u64, Vec<ItemResult>)>,
@@ -295,7 +260,7 @@ impl Agent {
         self.status.lock().expect("status lock").clone()
     }
 
-    fn update_status(&self, change: impl FnOnce(&mut Status)) {
+    pub(crate) fn update_status(&self, change: impl FnOnce(&mut Status)) {
         change(&mut self.status.lock().expect("status lock"));
         self.save_status();
     }
@@ -325,50 +290,6 @@ impl Agent {
             s.connected_since = None;
         });
         info!("agent stopped");
-    }
-
-    async fn sample_metrics(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut sampler = match tokio::task::spawn_blocking(metrics::Sampler::new).await {
-            Ok(Ok(sampler)) => sampler,
-            Ok(Err(e)) => {
-                warn!("host metrics are unavailable, reports will carry none: {e}");
-                return;
-            }
-            Err(e) => {
-                warn!("host metrics are unavailable: {e}");
-                return;
-            }
-        };
-        let mut interval = self.interval.subscribe();
-        // The first report goes out a second after start (CPU usage needs two readings).
-        let mut next = Instant::now() + Duration::from_secs(1);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = interval.changed() => {
-                    // A shorter interval takes effect now; a longer one after the next report.
-                    next = next.min(Instant::now() + jitter(*interval.borrow_and_update()));
-                    continue;
-                }
-                _ = tokio::time::sleep_until(next) => {}
-            }
-            let (report, facts, s) = tokio::task::spawn_blocking(move || {
-                let m = sampler.sample();
-                let facts = sampler.facts();
-                (m, facts, sampler)
-            })
-            .await
-            .expect("metrics sampling");
-            sampler = s;
-            *self.facts.lock().expect("facts lock") = facts;
-            self.reports.push(Report {
-                sampled_at: self.clock.now(),
-                metrics: Some(report),
-                applied_generation: self.applied_generation(),
-                certificates: self.host.certs().inventory(),
-            });
-            next = Instant::now() + jitter(*interval.borrow());
-        }
     }
 
     async fn connection_loop(&self, shutdown: &CancellationToken) {
@@ -540,85 +461,5 @@ impl Agent {
             seen.insert(item, now);
         }
         *logged = seen;
-    }
-
-    /// Checks a renewed certificate with a fresh connection before replacing the current one.
-    pub(crate) async fn promote(
-        &self,
-        key: PendingKey,
-        chain_pem: &str,
-        ca: &str,
-    ) -> Result<Identity, String> {
-        let new = key.complete(chain_pem)?;
-        let config = new.client_config(ca).map_err(|e| e.to_string())?;
-        let channel = transport::tls_channel(&self.controller, config)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        let seen = AgentServiceClient::new(channel)
-            .who_am_i(WhoAmIRequest {})
-            .await
-            .map_err(|s| s.message().to_owned())?
-            .into_inner();
-        if seen.agent_id != new.agent_id.as_str() {
-            return Err(format!("the controller sees {} instead", seen.agent_id));
-        }
-        new.save(&self.paths).map_err(|e| e.to_string())?;
-        info!(serial = %new.info.serial, not_after = new.info.not_after, "identity certificate renewed");
-        self.update_status(|s| {
-            s.identity_serial = new.info.serial.clone();
-            s.identity_not_after = new.info.not_after;
-            s.identity_renewals += 1;
-        });
-        Ok(new)
-    }
-
-    /// Renews a certificate that expired while the controller was away (grace renewal).
-    pub(crate) async fn renew_expired(
-        &self,
-        current: &Identity,
-        ca: &str,
-    ) -> Result<Identity, SessionError> {
-        info!("the identity certificate has expired; asking for a grace renewal");
-        let channel = transport::tls_channel(&self.controller, current.client_config(ca)?)
-            .await
-            .map_err(|e| SessionError::Connect(error_chain(&e)))?;
-        let key = PendingKey::generate()?;
-        let answer = AgentServiceClient::new(channel)
-            .renew(RenewRequest {
-                csr_der: key.csr_der.clone(),
-            })
-            .await
-            .map_err(|s| SessionError::Refused(s.message().to_owned()))?
-            .into_inner();
-        let new = key
-            .complete(&answer.certificate_pem)
-            .map_err(SessionError::Refused)?;
-        new.save(&self.paths)?;
-        self.update_status(|s| {
-            s.identity_serial = new.info.serial.clone();
-            s.identity_not_after = new.info.not_after;
-            s.identity_renewals += 1;
-        });
-        Ok(new)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_buffer_is_bounded() {
-        let buffer = ReportBuffer::default();
-        for i in 0..100 {
-            buffer.push(Report {
-                sampled_at: i,
-                ..Default::default()
-            });
-        }
-        let drained = buffer.drain();
-        assert_eq!(drained.len(), REPORT_BUFFER);
-        assert_eq!(drained.last().unwrap().sampled_at, 99);
-        assert!(buffer.drain().is_empty());
     }
 }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
-use crate::fleet::{line, spawn_real_agent};
+use crate::harness::{line, spawn_real_agent};
 
 /// The message kinds a burst causes (periodic reports and pings are left out).
 const KINDS: [(&str, &str); 5] = [

@@ -5,6 +5,7 @@
 
 mod burst;
 mod fleet;
+mod harness;
 mod proc_stats;
 
 use std::path::PathBuf;
