@@ -1,6 +1,7 @@
 //! `gatehousectl`: the command line for the gatehouse admin API. Wiring only; each command
 //! group lives in its own module.
 
+mod args;
 mod client;
 mod commands;
 mod output;

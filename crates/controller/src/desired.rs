@@ -3,8 +3,7 @@
 use gatehouse_proto::v1::DesiredState;
 
 use crate::Shared;
-use crate::error::Result;
-use crate::sites::Refused;
+use crate::error::{Refused, Result};
 
 /// Changes an agent's desired state: a new generation when `edit` alters it, nothing when it
 /// does not. Serialised within this controller, then the agent's stream is told.

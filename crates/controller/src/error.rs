@@ -2,9 +2,12 @@
 //! API turns it into a gRPC status in one place (`api::status`), so a feature never needs to
 //! know about gRPC.
 
-use crate::cloudflare::CloudflareError;
-use crate::sites::Refused;
 use crate::store::StoreError;
+
+/// Why a change of a desired state was refused; shown to the caller as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// A refusal or a failure, with the message the caller sees.
 #[derive(Debug, thiserror::Error)]
@@ -66,20 +69,6 @@ impl From<Refused> for Error {
 impl From<gatehouse_proto::names::NameError> for Error {
     fn from(e: gatehouse_proto::names::NameError) -> Self {
         Error::Invalid(e.to_string())
-    }
-}
-
-/// Cloudflare's refusal, saying what to do about it.
-impl From<CloudflareError> for Error {
-    fn from(e: CloudflareError) -> Self {
-        match &e {
-            CloudflareError::Api { .. } if e.is_auth() => Error::Precondition(format!(
-                "{e}: check the account's token (gatehousectl cloudflare account add)"
-            )),
-            CloudflareError::Api { .. } => Error::Precondition(e.to_string()),
-            CloudflareError::Unavailable { .. } => Error::Unavailable(e.to_string()),
-            CloudflareError::Unexpected { .. } => Error::Internal(e.to_string()),
-        }
     }
 }
 

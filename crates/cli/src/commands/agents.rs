@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use gatehouse_proto::v1::*;
 
-use super::{confirm, labels_arg, labels_text, now};
 use crate::Output;
+use crate::args::{confirm, labels_arg, labels_text, now};
 use crate::client::{Client, explain};
 use crate::output::{self, bytes, relative, say, time};
 

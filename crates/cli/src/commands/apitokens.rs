@@ -3,8 +3,8 @@
 use clap::Subcommand;
 use gatehouse_proto::v1::*;
 
-use super::{confirm, now};
 use crate::Output;
+use crate::args::{confirm, now};
 use crate::client::{Client, explain};
 use crate::output::{self, relative, say};
 

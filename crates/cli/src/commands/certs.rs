@@ -5,9 +5,9 @@ use clap::Subcommand;
 use gatehouse_proto::names::{DomainName, ResourceName};
 use gatehouse_proto::v1::*;
 
-use super::now;
 use super::sites::Key;
 use crate::Output;
+use crate::args::now;
 use crate::client::{Client, explain};
 use crate::output::{self, say};
 

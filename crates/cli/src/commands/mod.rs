@@ -10,12 +10,7 @@ pub mod cloudflare;
 pub mod sites;
 pub mod tokens;
 
-use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
-
-use anyhow::{anyhow, bail};
-use gatehouse_proto::names::parse_label_arg;
-
+use crate::args::labels_arg;
 use crate::{Cli, Command};
 
 /// Runs the command line.
@@ -47,42 +42,4 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             unreachable!("answered before connecting")
         }
     }
-}
-
-pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("{question}: refusing without --yes when not on a terminal");
-    }
-    print!("{question} [y/N] ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        bail!("cancelled")
-    }
-}
-
-pub fn labels_arg(args: &[String]) -> anyhow::Result<HashMap<String, String>> {
-    args.iter()
-        .map(|a| parse_label_arg(a).map_err(|e| anyhow!("--label: {e}")))
-        .collect()
-}
-
-pub fn labels_text(labels: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.sort();
-    if pairs.is_empty() {
-        "-".into()
-    } else {
-        pairs.join(",")
-    }
-}
-
-pub fn now() -> i64 {
-    gatehouse_common::now_unix()
 }

@@ -5,8 +5,8 @@ use clap::{Subcommand, ValueEnum};
 use gatehouse_proto::names::{DomainName, ResourceName};
 use gatehouse_proto::v1::*;
 
-use super::confirm;
 use crate::Output;
+use crate::args::confirm;
 use crate::client::{Client, explain};
 use crate::output::{self, say, time};
 

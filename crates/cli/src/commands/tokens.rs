@@ -6,8 +6,8 @@ use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use gatehouse_proto::v1::*;
 
-use super::{confirm, labels_arg, labels_text};
 use crate::Output;
+use crate::args::{confirm, labels_arg, labels_text};
 use crate::client::{Client, explain};
 use crate::output::{self, say, time};
 

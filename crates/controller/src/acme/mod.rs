@@ -13,6 +13,7 @@ use gatehouse_proto::spec::Certificate;
 use tracing::info;
 
 use crate::Shared;
+use crate::certificates::IssueError;
 use crate::error::Error;
 use crate::secrets::{random_id, sha256_hex};
 use crate::store::{AcmeOrderRow, OrderState};
@@ -56,14 +57,13 @@ pub async fn request(
     spec: &Certificate,
     account: &str,
     csr_der: &[u8],
-) -> Result<Answer, String> {
+) -> Result<Answer, IssueError> {
     let csr_sha256 = sha256_hex(csr_der);
     let store = &shared.store;
     let name = spec.name.as_str();
     if let Some(order) = store
         .acme_order_for_csr(agent_id, name, &csr_sha256)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     {
         return Ok(match order.state {
             OrderState::Issued => Answer::Issued(order.chain_pem),
@@ -82,22 +82,16 @@ pub async fn request(
             state => Answer::Pending(state),
         });
     }
-    if store
-        .acme_account(account)
-        .await
-        .map_err(|e| e.to_string())?
-        .is_none()
-    {
-        return Err(format!(
+    if store.acme_account(account).await?.is_none() {
+        return Err(IssueError::Issuer(format!(
             "no ACME account {account:?}: create it with gatehousectl acme account create"
-        ));
+        )));
     }
     crate::certificates::admit(shared, agent_id, name).await?;
     let t = shared.now();
     let superseded: Vec<AcmeOrderRow> = store
         .acme_orders(Some(agent_id))
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .filter(|o| o.certificate == name && o.state.is_active())
         .collect();
@@ -108,10 +102,7 @@ pub async fn request(
         .max()
         .unwrap_or((0, t));
     for old in &superseded {
-        store
-            .acme_order_delete(&old.id)
-            .await
-            .map_err(|e| e.to_string())?;
+        store.acme_order_delete(&old.id).await?;
     }
     let order = AcmeOrderRow {
         id: format!("ord_{}", random_id(16)),
@@ -138,10 +129,7 @@ pub async fn request(
         created_at: t,
         updated_at: t,
     };
-    store
-        .acme_order_insert(&order)
-        .await
-        .map_err(|e| e.to_string())?;
+    store.acme_order_insert(&order).await?;
     info!(order = %order.id, certificate = name, agent_id, "ACME order queued");
     shared.acme_wake.notify_one();
     Ok(Answer::Pending(OrderState::Pending))

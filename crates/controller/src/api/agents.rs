@@ -5,8 +5,7 @@ use gatehouse_proto::v1::*;
 
 use super::{Audited, agent_id_arg};
 use crate::Shared;
-use crate::error::{Error, Result};
-use crate::sites::Refused;
+use crate::error::{Error, Refused, Result};
 use crate::store::AgentRow;
 
 fn agent_view(shared: &Shared, row: AgentRow, desired_generation: u64) -> Agent {

@@ -8,21 +8,59 @@ use tracing::{info, warn};
 
 use crate::Shared;
 use crate::audit::{self, Actor};
+use crate::store::StoreError;
+
+/// Why a certificate request was not answered with a certificate; the agent is told the
+/// message, and asks again later.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(
+        "refused: {limit} certificates of this name were already issued to this agent in the \
+         last minute (issuance_limit); try again in {retry_in} s"
+    )]
+    Limited { limit: u32, retry_in: i64 },
+    #[error("this host has no desired state")]
+    NoDesiredState,
+    #[error("certificate {0} is not in this host's desired state")]
+    NotDesired(String),
+    #[error("certificate {name} is at revision {desired}, the request was for {asked}")]
+    Revision {
+        name: String,
+        desired: u64,
+        asked: u64,
+    },
+    /// The spec, the CSR or the signing was refused.
+    #[error("{0}")]
+    Refused(String),
+    /// The issuer (Cloudflare's Origin CA, an ACME CA) did not issue.
+    #[error("{0}")]
+    Issuer(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<crate::error::Error> for IssueError {
+    fn from(e: crate::error::Error) -> Self {
+        match e {
+            crate::error::Error::Store(e) => IssueError::Store(e),
+            other => IssueError::Issuer(other.to_string()),
+        }
+    }
+}
 
 /// Counts one issuance for `agent` and certificate `name`, or refuses it (audited once per
 /// refused minute).
-pub async fn admit(shared: &Shared, agent: &str, name: &str) -> Result<(), String> {
+pub async fn admit(shared: &Shared, agent: &str, name: &str) -> Result<(), IssueError> {
     match shared
         .issuance
         .take(&format!("{agent}/{name}"), shared.now())
     {
         Ok(()) => Ok(()),
         Err(refused) => {
-            let message = format!(
-                "refused: {} certificates of this name were already issued to this agent in the \
-                 last minute (issuance_limit); try again in {} s",
-                refused.limit, refused.retry_in
-            );
+            let error = IssueError::Limited {
+                limit: refused.limit,
+                retry_in: refused.retry_in,
+            };
             if refused.first {
                 warn!(
                     agent_id = agent,
@@ -34,9 +72,10 @@ pub async fn admit(shared: &Shared, agent: &str, name: &str) -> Result<(), Strin
                     id: agent.to_owned(),
                 };
                 let target = format!("certificate:{name}");
+                let message = error.to_string();
                 audit::record(shared, &actor, "cert.issue", &target, Some(&message)).await;
             }
-            Err(message)
+            Err(error)
         }
     }
 }
@@ -48,31 +87,26 @@ pub async fn issue(
     shared: &Shared,
     agent: &str,
     request: &CertificateRequest,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, IssueError> {
     let latest = shared
         .store
         .desired_latest(agent)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("this host has no desired state")?;
+        .await?
+        .ok_or(IssueError::NoDesiredState)?;
     let spec = latest
         .state
         .certificates
         .iter()
         .find(|c| c.name == request.name)
-        .ok_or_else(|| {
-            format!(
-                "certificate {} is not in this host's desired state",
-                request.name
-            )
-        })?;
+        .ok_or_else(|| IssueError::NotDesired(request.name.clone()))?;
     if spec.revision != request.revision {
-        return Err(format!(
-            "certificate {} is at revision {}, the request was for {}",
-            request.name, spec.revision, request.revision
-        ));
+        return Err(IssueError::Revision {
+            name: request.name.clone(),
+            desired: spec.revision,
+            asked: request.revision,
+        });
     }
-    let spec = Certificate::try_from(spec).map_err(|e| e.to_string())?;
+    let spec = Certificate::try_from(spec).map_err(|e| IssueError::Refused(e.to_string()))?;
     let domains: Vec<String> = spec.domains.iter().map(ToString::to_string).collect();
     match &spec.issuer {
         Issuer::Internal => {
@@ -85,7 +119,7 @@ pub async fn issue(
                     shared.config().site_cert_lifetime,
                     shared.now(),
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| IssueError::Refused(e.to_string()))?;
             info!(agent_id = agent, certificate = %request.name, serial = %issued.info.serial, "site certificate issued");
             Ok(Some(issued.pem))
         }
@@ -108,7 +142,7 @@ pub async fn issue(
             {
                 crate::acme::Answer::Issued(chain) => Ok(Some(chain)),
                 crate::acme::Answer::Pending(_) => Ok(None),
-                crate::acme::Answer::Failed(error) => Err(error),
+                crate::acme::Answer::Failed(error) => Err(IssueError::Issuer(error)),
             }
         }
     }

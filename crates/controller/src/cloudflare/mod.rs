@@ -296,3 +296,17 @@ fn parse(
         errors,
     })
 }
+
+/// Cloudflare's refusal, saying what to do about it.
+impl From<CloudflareError> for crate::error::Error {
+    fn from(e: CloudflareError) -> Self {
+        match &e {
+            CloudflareError::Api { .. } if e.is_auth() => crate::error::Error::Precondition(
+                format!("{e}: check the account's token (gatehousectl cloudflare account add)"),
+            ),
+            CloudflareError::Api { .. } => crate::error::Error::Precondition(e.to_string()),
+            CloudflareError::Unavailable { .. } => crate::error::Error::Unavailable(e.to_string()),
+            CloudflareError::Unexpected { .. } => crate::error::Error::Internal(e.to_string()),
+        }
+    }
+}

@@ -98,7 +98,10 @@ struct Session {
     outbox: Outbox<Key, Message>,
     liveness: Liveness,
     /// Certificate requests being answered: (name, revision) → the answer.
-    issuing: JoinSet<(CertificateRequest, Result<Option<String>, String>)>,
+    issuing: JoinSet<(
+        CertificateRequest,
+        Result<Option<String>, crate::certificates::IssueError>,
+    )>,
     in_flight: HashSet<(String, u64)>,
     /// Each item's state and message as last logged (`None`: applied).
     logged: HashMap<String, Option<(&'static str, String)>>,
@@ -369,7 +372,7 @@ impl Session {
     fn answer(
         &mut self,
         request: CertificateRequest,
-        answer: Result<Option<String>, String>,
+        answer: Result<Option<String>, crate::certificates::IssueError>,
     ) -> Result<(), Status> {
         self.in_flight
             .remove(&(request.name.clone(), request.revision));
@@ -385,7 +388,7 @@ impl Session {
                 Down::CertificateError(CertificateError {
                     name: request.name.clone(),
                     revision: request.revision,
-                    error,
+                    error: error.to_string(),
                 })
             }
         };

@@ -263,26 +263,16 @@ pub async fn issue_origin(
     account: &str,
     csr_der: &[u8],
     hostnames: &[String],
-) -> Result<String, String> {
-    let client = client(shared, account).await.map_err(|e| e.to_string())?;
+) -> Result<String> {
+    let client = client(shared, account).await?;
     let csr = crate::cloudflare::origin_ca::csr_pem(csr_der);
     let cert = client
         .create_origin_certificate(&csr, hostnames, 90)
-        .await
-        .map_err(|e| e.to_string())?;
-    for mut row in shared
-        .store
-        .cloudflare_sites()
-        .await
-        .map_err(|e| e.to_string())?
-    {
+        .await?;
+    for mut row in shared.store.cloudflare_sites().await? {
         if row.agent_id == agent_id && hostnames.contains(&row.fqdn) {
             row.certificate_ids.push(cert.id.clone());
-            shared
-                .store
-                .cloudflare_site_put(&row)
-                .await
-                .map_err(|e| e.to_string())?;
+            shared.store.cloudflare_site_put(&row).await?;
         }
     }
     Ok(cert.certificate)

@@ -9,10 +9,7 @@ use gatehouse_proto::v1::{
     CertificateInventory, CertificateSpec, DesiredState, ItemResult, KeyType, SiteSpec,
 };
 
-/// Why a change was refused; shown to the caller as is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
+pub use crate::error::Refused;
 
 /// Where a site's own certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
