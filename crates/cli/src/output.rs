@@ -59,6 +59,15 @@ pub fn list<T: serde::Serialize>(
     }
 }
 
+/// Prints `value` as JSON for scripts, or what `text` prints for people.
+pub fn show<T: serde::Serialize>(out: crate::Output, value: &T, text: impl FnOnce()) {
+    if out == crate::Output::Json {
+        json(value);
+    } else {
+        text();
+    }
+}
+
 /// Prints JSON: an API message as its fields.
 pub fn json(value: &impl serde::Serialize) {
     println!(

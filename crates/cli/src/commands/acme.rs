@@ -107,9 +107,7 @@ pub async fn run(client: &mut Client, cmd: AcmeCommand, out: Output) -> anyhow::
                 .await
                 .map_err(explain)?
                 .into_inner();
-            if out == Output::Json {
-                output::json(&a);
-            } else {
+            output::show(out, &a, || {
                 say!(
                     "ACME account {} created at {}{}; use it with --tls acme:{}",
                     a.name,
@@ -121,7 +119,7 @@ pub async fn run(client: &mut Client, cmd: AcmeCommand, out: Output) -> anyhow::
                     },
                     a.name
                 );
-            }
+            });
         }
         AcmeCommand::Account(AcmeAccountCommand::List) => {
             let accounts = client

@@ -128,11 +128,9 @@ pub async fn run(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow
     }
     .map_err(explain)?
     .into_inner();
-    if out == Output::Json {
-        output::json(&agent);
-    } else {
+    output::show(out, &agent, || {
         print_agent(&agent);
-    }
+    });
     Ok(())
 }
 

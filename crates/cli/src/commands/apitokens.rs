@@ -39,15 +39,13 @@ pub async fn run(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> anyh
                 .map_err(explain)?
                 .into_inner();
             let info = answer.info.clone().unwrap_or_default();
-            if out == Output::Json {
-                output::json(&answer);
-            } else {
+            output::show(out, &answer, || {
                 say!("{}", answer.token);
                 eprintln!(
                     "API token {} ({}, role {}); it is shown only now.",
                     info.id, info.name, info.role
                 );
-            }
+            });
         }
         ApiTokenCommand::List => {
             let tokens = client
@@ -85,11 +83,9 @@ pub async fn run(client: &mut Client, cmd: ApiTokenCommand, out: Output) -> anyh
                 .into_inner()
                 .token
                 .unwrap_or_default();
-            if out == Output::Json {
-                output::json(&t);
-            } else {
+            output::show(out, &t, || {
                 say!("API token {} revoked", t.id);
-            }
+            });
         }
     }
     Ok(())

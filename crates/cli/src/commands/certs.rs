@@ -70,14 +70,12 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                 .await
                 .map_err(explain)?
                 .into_inner();
-            if out == Output::Json {
-                output::json(&a);
-            } else {
+            output::show(out, &a, || {
                 say!(
                     "certificate {name} on agent {agent}: a new key and certificate are on their way (generation {})",
                     a.desired_generation
                 );
-            }
+            });
             Ok(())
         }
         CertCommand::List { agent } => {
@@ -164,9 +162,7 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                 .await
                 .map_err(explain)?
                 .into_inner();
-            if out == Output::Json {
-                output::json(&answer);
-            } else {
+            output::show(out, &answer, || {
                 for a in &answer.agents {
                     say!(
                         "certificate {name} on agent {} (generation {}): the host makes a key, \
@@ -175,7 +171,7 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                         a.desired_generation
                     );
                 }
-            }
+            });
             Ok(())
         }
         CertCommand::Revoke { id, reason } => {
@@ -184,9 +180,7 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                 .await
                 .map_err(explain)?
                 .into_inner();
-            if out == Output::Json {
-                output::json(&o);
-            } else {
+            output::show(out, &o, || {
                 say!(
                     "certificate {} (serial {}) of order {} revoked; agent {} gets a new one",
                     o.certificate,
@@ -194,7 +188,7 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                     o.id,
                     o.agent_id
                 );
-            }
+            });
             Ok(())
         }
         CertCommand::Retry { id } => {
@@ -203,11 +197,9 @@ pub async fn run(client: &mut Client, cmd: CertCommand, out: Output) -> anyhow::
                 .await
                 .map_err(explain)?
                 .into_inner();
-            if out == Output::Json {
-                output::json(&o);
-            } else {
+            output::show(out, &o, || {
                 say!("order {}: the next attempt starts now", o.id);
-            }
+            });
             Ok(())
         }
     }

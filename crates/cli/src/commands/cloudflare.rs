@@ -57,15 +57,13 @@ pub async fn run(client: &mut Client, cmd: CloudflareCommand, out: Output) -> an
                 .await
                 .map_err(explain)?
                 .into_inner();
-            if out == Output::Json {
-                output::json(&a);
-            } else {
+            output::show(out, &a, || {
                 say!(
                     "Cloudflare account {} added (token {} verified)",
                     a.name,
                     a.token_id
                 );
-            }
+            });
         }
         CloudflareCommand::Account(AccountCommand::List) => {
             let accounts = client

@@ -45,9 +45,7 @@ pub async fn run(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow:
                 .map_err(explain)?
                 .into_inner();
             let info = answer.info.clone().unwrap_or_default();
-            if out == Output::Json {
-                output::json(&answer);
-            } else {
+            output::show(out, &answer, || {
                 say!("{}", answer.token);
                 eprintln!(
                     "join token {} expires {}; it works once. Enroll with:\n  gatehouse-agent enroll --controller https://CONTROLLER:7443 --ca-hash sha256:… --token {}",
@@ -55,7 +53,7 @@ pub async fn run(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow:
                     time(info.expires_at),
                     answer.token
                 );
-            }
+            });
         }
         TokenCommand::List => {
             let tokens = client
@@ -92,11 +90,9 @@ pub async fn run(client: &mut Client, cmd: TokenCommand, out: Output) -> anyhow:
                 .into_inner()
                 .token
                 .unwrap_or_default();
-            if out == Output::Json {
-                output::json(&t);
-            } else {
+            output::show(out, &t, || {
                 say!("join token {} revoked", t.id);
-            }
+            });
         }
     }
     Ok(())
