@@ -211,26 +211,26 @@ fn refused(e: &instant_acme::Error, with_eab: bool) -> Error {
 }
 
 /// Loads a stored account, ready for orders.
-pub async fn load(shared: &Shared, name: &str) -> Result<Account, String> {
-    let row = shared
-        .store
-        .acme_account(name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!("no ACME account {name:?}: create it with gatehousectl acme account create")
-        })?;
+pub async fn load(shared: &Shared, name: &str) -> Result<Account, Error> {
+    let row = shared.store.acme_account(name).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no ACME account {name:?}: create it with gatehousectl acme account create"
+        ))
+    })?;
     let plain = shared
         .master_key
         .open(&sealed_name(name), &row.credentials_sealed)
-        .map_err(|e| format!("ACME account {name}: {e}"))?;
-    let credentials: AccountCredentials = serde_json::from_slice(&plain)
-        .map_err(|e| format!("ACME account {name}: stored credentials are damaged: {e}"))?;
-    let http = AcmeHttp::new(&row.ca_roots)?;
+        .map_err(|e| Error::Internal(format!("ACME account {name}: {e}")))?;
+    let credentials: AccountCredentials = serde_json::from_slice(&plain).map_err(|e| {
+        Error::Internal(format!(
+            "ACME account {name}: stored credentials are damaged: {e}"
+        ))
+    })?;
+    let http = AcmeHttp::new(&row.ca_roots).map_err(Error::Internal)?;
     Account::builder_with_http(Box::new(http))
         .from_credentials(credentials)
         .await
-        .map_err(|e| format!("ACME account {name}: {}", super::describe(&e)))
+        .map_err(|e| Error::Unavailable(format!("ACME account {name}: {}", super::describe(&e))))
 }
 
 #[cfg(test)]

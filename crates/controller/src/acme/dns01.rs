@@ -12,9 +12,9 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tracing::{info, warn};
 
 use crate::Shared;
-use crate::cloudflare::Client;
 use crate::cloudflare::dns::NewRecord;
-use crate::store::AcmeTxtRow;
+use crate::cloudflare::{Client, CloudflareError};
+use crate::store::{AcmeTxtRow, StoreError};
 
 /// How often the authoritative DNS is asked while waiting for a record.
 pub const PROPAGATION_POLL: Duration = Duration::from_secs(2);
@@ -22,6 +22,44 @@ pub const PROPAGATION_POLL: Duration = Duration::from_secs(2);
 /// The record name for `domain` (`*.example.com` is validated at `example.com`).
 pub fn challenge_name(domain: &str) -> String {
     format!("_acme-challenge.{}", domain.trim_start_matches("*."))
+}
+
+/// Why a DNS-01 step did not work.
+#[derive(Debug, thiserror::Error)]
+pub enum Dns01Error {
+    #[error("DNS-01 needs a Cloudflare account: add one with gatehousectl cloudflare account add")]
+    NoAccount,
+    #[error("no Cloudflare zone holds {0}: DNS-01 cannot answer for it")]
+    NoZone(String),
+    #[error("Cloudflare account {account}: {source}")]
+    Zones {
+        account: String,
+        #[source]
+        source: CloudflareError,
+    },
+    #[error("could not delete DNS-01 records: {0}")]
+    Cleanup(String),
+    #[error("cannot resolve the name servers of {zone} ({servers})")]
+    NameServers { zone: String, servers: String },
+    #[error("the TXT record {name} did not appear in the zone's DNS within {timeout:?}: {why}")]
+    NotVisible {
+        name: String,
+        timeout: Duration,
+        why: String,
+    },
+    #[error(transparent)]
+    Cloudflare(#[from] CloudflareError),
+    /// A stored account that cannot be used.
+    #[error(transparent)]
+    Account(#[from] crate::error::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Dns01Error> for super::order::StepError {
+    fn from(e: Dns01Error) -> Self {
+        e.to_string().into()
+    }
 }
 
 /// The Cloudflare zone that holds a name.
@@ -36,28 +74,19 @@ pub struct ZoneRef {
 
 /// Finds the zone, among every Cloudflare account's zones, that is the longest suffix of
 /// `domain`.
-pub async fn zone_for(shared: &Shared, domain: &str) -> Result<ZoneRef, String> {
+pub async fn zone_for(shared: &Shared, domain: &str) -> Result<ZoneRef, Dns01Error> {
     let domain = domain.trim_start_matches("*.");
     let mut best: Option<ZoneRef> = None;
-    let accounts = shared
-        .store
-        .cloudflare_accounts()
-        .await
-        .map_err(|e| e.to_string())?;
+    let accounts = shared.store.cloudflare_accounts().await?;
     if accounts.is_empty() {
-        return Err(
-            "DNS-01 needs a Cloudflare account: add one with gatehousectl cloudflare account add"
-                .into(),
-        );
+        return Err(Dns01Error::NoAccount);
     }
     for account in accounts {
-        let client = crate::cloudflare::accounts::client(shared, &account.name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let zones = client
-            .zones()
-            .await
-            .map_err(|e| format!("Cloudflare account {}: {e}", account.name))?;
+        let client = crate::cloudflare::accounts::client(shared, &account.name).await?;
+        let zones = client.zones().await.map_err(|source| Dns01Error::Zones {
+            account: account.name.clone(),
+            source,
+        })?;
         for zone in zones {
             let holds = domain == zone.name || domain.ends_with(&format!(".{}", zone.name));
             if holds && best.as_ref().is_none_or(|b| zone.name.len() > b.zone.len()) {
@@ -71,7 +100,7 @@ pub async fn zone_for(shared: &Shared, domain: &str) -> Result<ZoneRef, String> 
             }
         }
     }
-    best.ok_or_else(|| format!("no Cloudflare zone holds {domain}: DNS-01 cannot answer for it"))
+    best.ok_or_else(|| Dns01Error::NoZone(domain.to_owned()))
 }
 
 /// Publishes `content` at `name` for an order: recorded first, then created (or found).
@@ -81,7 +110,7 @@ pub async fn present(
     zone: &ZoneRef,
     name: &str,
     content: &str,
-) -> Result<(), String> {
+) -> Result<(), Dns01Error> {
     let mut row = AcmeTxtRow {
         order_id: order_id.to_owned(),
         cloudflare_account: zone.account.clone(),
@@ -91,16 +120,11 @@ pub async fn present(
         record_id: String::new(),
         created_at: shared.now(),
     };
-    shared
-        .store
-        .acme_txt_put(&row)
-        .await
-        .map_err(|e| e.to_string())?;
+    shared.store.acme_txt_put(&row).await?;
     let existing = zone
         .client
         .records_named(&zone.zone_id, name, Some("TXT"))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     row.record_id = match existing
         .into_iter()
         .find(|r| unquote(&r.content) == content)
@@ -119,16 +143,11 @@ pub async fn present(
                         comment: Some(format!("gatehouse ACME order {order_id}")),
                     },
                 )
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .id
         }
     };
-    shared
-        .store
-        .acme_txt_put(&row)
-        .await
-        .map_err(|e| e.to_string())?;
+    shared.store.acme_txt_put(&row).await?;
     info!(order = order_id, record = name, "DNS-01 record presented");
     Ok(())
 }
@@ -142,12 +161,8 @@ fn unquote(text: &str) -> &str {
 
 /// Deletes every TXT record an order presented. Records that could not be deleted stay in the
 /// store, and a later sweep tries again.
-pub async fn clean_up(shared: &Shared, order_id: &str) -> Result<usize, String> {
-    let rows = shared
-        .store
-        .acme_txt_records(Some(order_id))
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn clean_up(shared: &Shared, order_id: &str) -> Result<usize, Dns01Error> {
+    let rows = shared.store.acme_txt_records(Some(order_id)).await?;
     let mut errors = Vec::new();
     let mut deleted = 0;
     for row in rows {
@@ -156,8 +171,7 @@ pub async fn clean_up(shared: &Shared, order_id: &str) -> Result<usize, String> 
                 shared
                     .store
                     .acme_txt_delete(&row.order_id, &row.name, &row.content)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 deleted += 1;
             }
             Err(e) => errors.push(format!("{}: {e}", row.name)),
@@ -166,23 +180,17 @@ pub async fn clean_up(shared: &Shared, order_id: &str) -> Result<usize, String> 
     if errors.is_empty() {
         Ok(deleted)
     } else {
-        Err(format!(
-            "could not delete DNS-01 records: {}",
-            errors.join("; ")
-        ))
+        Err(Dns01Error::Cleanup(errors.join("; ")))
     }
 }
 
-async fn delete(shared: &Shared, row: &AcmeTxtRow) -> Result<(), String> {
-    let client = crate::cloudflare::accounts::client(shared, &row.cloudflare_account)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn delete(shared: &Shared, row: &AcmeTxtRow) -> Result<(), Dns01Error> {
+    let client = crate::cloudflare::accounts::client(shared, &row.cloudflare_account).await?;
     let ids: Vec<String> = if row.record_id.is_empty() {
         // Recorded but the creation's answer was lost: find it by name and content.
         client
             .records_named(&row.zone_id, &row.name, Some("TXT"))
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .filter(|r| unquote(&r.content) == row.content)
             .map(|r| r.id)
@@ -191,10 +199,7 @@ async fn delete(shared: &Shared, row: &AcmeTxtRow) -> Result<(), String> {
         vec![row.record_id.clone()]
     };
     for id in ids {
-        client
-            .delete_record(&row.zone_id, &id)
-            .await
-            .map_err(|e| e.to_string())?;
+        client.delete_record(&row.zone_id, &id).await?;
     }
     Ok(())
 }
@@ -203,7 +208,7 @@ async fn delete(shared: &Shared, row: &AcmeTxtRow) -> Result<(), String> {
 pub async fn authoritative_servers(
     shared: &Shared,
     zone: &ZoneRef,
-) -> Result<Vec<SocketAddr>, String> {
+) -> Result<Vec<SocketAddr>, Dns01Error> {
     if !shared.config().acme_dns_servers.is_empty() {
         return Ok(shared.config().acme_dns_servers.clone());
     }
@@ -214,11 +219,10 @@ pub async fn authoritative_servers(
         }
     }
     if servers.is_empty() {
-        return Err(format!(
-            "cannot resolve the name servers of {} ({})",
-            zone.zone,
-            zone.name_servers.join(", ")
-        ));
+        return Err(Dns01Error::NameServers {
+            zone: zone.zone.clone(),
+            servers: zone.name_servers.join(", "),
+        });
     }
     Ok(servers)
 }
@@ -229,7 +233,7 @@ pub async fn wait_visible(
     name: &str,
     content: &str,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), Dns01Error> {
     let started = tokio::time::Instant::now();
     let deadline = started + timeout;
     info!(record = name, servers = ?servers, "waiting for the DNS-01 record to propagate");
@@ -254,9 +258,11 @@ pub async fn wait_visible(
             return Ok(());
         };
         if tokio::time::Instant::now() + PROPAGATION_POLL > deadline {
-            return Err(format!(
-                "the TXT record {name} did not appear in the zone's DNS within {timeout:?}: {why}"
-            ));
+            return Err(Dns01Error::NotVisible {
+                name: name.to_owned(),
+                timeout,
+                why,
+            });
         }
         tokio::time::sleep(PROPAGATION_POLL).await;
     }

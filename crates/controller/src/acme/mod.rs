@@ -240,9 +240,7 @@ pub async fn revoke(
             order.state
         )));
     }
-    let account = account::load(shared, &order.account)
-        .await
-        .map_err(Error::Precondition)?;
+    let account = account::load(shared, &order.account).await?;
     let der = x509_parser::pem::parse_x509_pem(order.chain_pem.as_bytes())
         .map_err(|e| Error::Internal(format!("the stored certificate is not PEM: {e}")))?
         .1

@@ -114,7 +114,7 @@ pub async fn drive(shared: &Shared, timings: &Timings, mut order: AcmeOrderRow) 
     let account = match super::account::load(shared, &order.account).await {
         Ok(a) => Some(a),
         Err(e) => {
-            fail(shared, timings, &mut order, e).await;
+            fail(shared, timings, &mut order, e.to_string()).await;
             None
         }
     };

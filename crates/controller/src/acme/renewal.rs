@@ -52,7 +52,9 @@ async fn ari_window(
     shared: &Shared,
     order: &AcmeOrderRow,
 ) -> Result<Option<(i64, i64, Duration)>, String> {
-    let account = super::account::load(shared, &order.account).await?;
+    let account = super::account::load(shared, &order.account)
+        .await
+        .map_err(|e| e.to_string())?;
     let der = x509_parser::pem::parse_x509_pem(order.chain_pem.as_bytes())
         .map_err(|e| format!("the stored certificate is not PEM: {e}"))?
         .1
