@@ -131,6 +131,21 @@ fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, CaError>
 
 impl Ca {
     /// Loads the CA from the store, creating it the first time.
+    /// The pin of the identity CA held in `store`, without opening its key (`None`: no CA
+    /// yet).
+    pub async fn stored_hash(store: &Store) -> Result<Option<String>, CaError> {
+        let Some(text) = store.kv_get(CaKind::Identity.kv_name()).await? else {
+            return Ok(None);
+        };
+        let stored: StoredCa =
+            serde_json::from_str(&text).map_err(|e| CaError::Damaged(e.to_string()))?;
+        let der = pki::certs_from_pem(&stored.cert_pem)
+            .map_err(|e| CaError::Damaged(e.to_string()))?
+            .remove(0);
+        let hash = pki::spki_hash(&der).map_err(|e| CaError::Damaged(e.to_string()))?;
+        Ok(Some(hash))
+    }
+
     pub async fn load_or_create(
         store: &Store,
         key: &MasterKey,

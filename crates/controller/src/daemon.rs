@@ -49,6 +49,46 @@ pub fn ca_hash(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a backup of the controller's store (it may be running) to `to`.
+pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(config.database.expose()).await?;
+    let saved = crate::backup::save(&store, to, gatehouse_common::now_unix()).await;
+    store.close().await;
+    let header = saved?;
+    println!(
+        "backup written to {} ({} bytes of store, CA {}).\n\
+         It holds the secrets sealed under the master key ({}), which it does not contain: \
+         keep that key apart from the backups; without it a restore brings back no secret.",
+        to.display(),
+        header.payload_bytes,
+        header.ca_hash,
+        config.master_key_file.display()
+    );
+    Ok(())
+}
+
+/// Restores a backup into `data` (empty unless `force`) and says what came back.
+pub async fn restore(from: &Path, data: &Path, force: bool) -> anyhow::Result<()> {
+    let restored = crate::backup::restore(from, data, force).await?;
+    let h = &restored.header;
+    println!(
+        "restored into {}: {} agents, {} sites, {} certificates, written by gatehouse {} at {}.\n\
+         Agents pin CA {}: they reconnect with their identities once the controller runs on \
+         their address.\n\
+         Before starting, put the master key in place ({}/master.key, or master_key_file): \
+         without it the CA key and the secrets cannot be opened.",
+        data.display(),
+        restored.agents,
+        restored.sites,
+        restored.certificates,
+        h.version,
+        h.created_at,
+        h.ca_hash,
+        data.display()
+    );
+    Ok(())
+}
+
 /// Runs dev mode until TERM or INT.
 #[cfg(feature = "dev")]
 pub async fn dev(options: crate::dev::DevOptions) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ pub mod acme;
 pub mod agent_api;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod ca;
 pub mod certificates;
 pub mod cloudflare;

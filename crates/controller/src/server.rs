@@ -87,7 +87,7 @@ impl Running {
 
 /// Creates the data directory 0700 whatever the umask, and narrows an existing one to that:
 /// it holds the store, with the sealed CA key, token hashes and the audit log.
-fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -260,6 +260,17 @@ impl Controller {
             .to_owned()
     }
 
+    /// Runs `gatehouse-controller --config CONFIG ARGS…` (backup, restore, ca-hash…).
+    pub fn command(&self, args: &[&str]) -> Run {
+        Command::new(bin("gatehouse-controller"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run gatehouse-controller")
+            .into()
+    }
+
     /// The CA pin agents enroll with, as `gatehouse-controller ca-hash` prints it.
     pub fn ca_hash(&self) -> String {
         let run: Run = Command::new(bin("gatehouse-controller"))

@@ -174,6 +174,37 @@ impl Store {
         &self.pool
     }
 
+    /// Whether this is PostgreSQL (backed up with `pg_dump`) rather than SQLite.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    /// Writes a consistent copy of a SQLite store to `path` (which must not exist), while it
+    /// runs: SQLite's `VACUUM INTO`.
+    pub async fn snapshot_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO $1")
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await
+            .op("snapshot")?;
+        Ok(())
+    }
+
+    /// SQLite's own check of every page and index: `None` when the database is sound, else
+    /// what it found.
+    pub async fn integrity_problems(&self) -> Result<Option<String>, StoreError> {
+        use sqlx::Row;
+        let rows = sqlx::query("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await
+            .op("integrity check")?;
+        let found: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .collect();
+        Ok((found != ["ok"]).then(|| found.join("; ")))
+    }
+
     /// Closes every connection; pending writes are finished first.
     pub async fn close(&self) {
         self.pool.close().await;
