@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[path = "support/acme.rs"]
+mod acme_support;
+
 use gatehouse_controller::store::Store;
-use gatehouse_testkit::cloudflare::Emulator;
 use gatehouse_testkit::gatehouse::Controller;
 use gatehouse_testkit::wait_for;
 
@@ -189,39 +191,79 @@ fn a_restored_controller_is_the_same_controller_to_a_running_agent() {
 }
 
 #[test]
-fn a_backup_holds_no_secret_in_plain_text() {
-    const TOKEN: &str = "cf-backup-secret-token-0123456789";
-    let controller = Controller::start("");
-    let emulator = Emulator::start();
-    emulator.add_token(TOKEN);
-    let token_file = controller.dir.path().join("cf-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let added = controller.ctl(&[
-        "cloudflare",
-        "account",
-        "add",
-        "--name",
-        "main",
-        "--token-file",
-        token_file.to_str().unwrap(),
-        "--api-url",
-        &emulator.api_url,
+fn a_backup_over_the_admin_api_is_for_admins_audited_and_holds_no_secret_in_plain_text() {
+    use base64::Engine;
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let s = acme_support::setup(acme_support::Options {
+        eab: vec![("kid-1".into(), hmac.into())],
+        ..Default::default()
+    });
+    let hmac_file = s.controller.dir.path().join("eab-hmac");
+    std::fs::write(&hmac_file, hmac).unwrap();
+    let created = s.create_account(&[
+        "--eab-kid",
+        "kid-1",
+        "--eab-hmac-file",
+        hmac_file.to_str().unwrap(),
     ]);
-    assert!(added.success, "{}", added.stderr);
-    let file = controller.dir.path().join("secrets.backup");
+    assert!(created.success, "{}", created.stderr);
+
+    // An operator may not take one; root on the socket (an admin) may.
+    let operator = s
+        .controller
+        .ctl_json(&["apitoken", "create", "--name", "ops", "--role", "operator"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = s.controller.dir.path().join("api.backup");
+    let refused = s
+        .controller
+        .ctl_tls(&operator, &["backup", "--to", file.to_str().unwrap()]);
     assert!(
-        controller
-            .command(&["backup", "--to", file.to_str().unwrap()])
-            .success
+        !refused.success && refused.stderr.contains("needs admin"),
+        "{}",
+        refused.stderr
     );
+    assert!(!file.exists());
+    let taken = s
+        .controller
+        .ctl(&["backup", "--to", file.to_str().unwrap()]);
+    assert!(taken.success, "{}", taken.stderr);
+    let audit = s.controller.ctl_json(&["audit", "list"]);
+    let results: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "backup.create")
+        .map(|e| e["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results.len(), 2, "{audit}");
+    assert!(results.contains(&"ok"), "{audit}");
+
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
     let bytes = std::fs::read(&file).unwrap();
     let found = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(hmac)
+        .unwrap();
     assert!(
-        !found(TOKEN.as_bytes()),
+        !found(acme_support::TOKEN.as_bytes()),
         "the Cloudflare token is in the backup"
     );
-    let key = std::fs::read(controller.data_dir.join("master.key")).unwrap();
+    assert!(!found(hmac.as_bytes()), "the EAB key is in the backup");
+    assert!(!found(&decoded), "the EAB key's bytes are in the backup");
+    let key = std::fs::read(s.controller.data_dir.join("master.key")).unwrap();
     assert!(!found(&key), "the master key is in the backup");
-    // The account itself is there (sealed): a restore with the key brings it back.
-    assert!(found(b"cloudflare.account.main") || found(b"main"));
+
+    // And it is a backup a restore takes.
+    let data = s.controller.dir.path().join("restored");
+    let restored = s.controller.command(&[
+        "restore",
+        "--from",
+        file.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(restored.success, "{}", restored.stderr);
 }

@@ -71,6 +71,13 @@ enum Command {
     /// The audit log of every change.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
+    /// Write a consistent backup of the controller's store to a file (admin; the master key is
+    /// not in it).
+    Backup {
+        /// The backup file (written whole, mode 0600).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Caddy sites on agents.
     #[command(subcommand)]
     Site(commands::sites::SiteCommand),

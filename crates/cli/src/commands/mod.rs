@@ -5,6 +5,7 @@ pub mod acme;
 pub mod agents;
 pub mod apitokens;
 pub mod audit;
+pub mod backup;
 pub mod certs;
 pub mod cloudflare;
 pub mod sites;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents(cmd) => agents::run(&mut client, cmd, out).await,
         Command::Apitoken(cmd) => apitokens::run(&mut client, cmd, out).await,
         Command::Audit(cmd) => audit::run(&mut client, cmd, out).await,
+        Command::Backup { to } => backup::run(&mut client, to, out).await,
         Command::Site(cmd) => sites::run(&mut client, cmd, out).await,
         Command::Cert(cmd) => certs::run(&mut client, cmd, out).await,
         Command::Cloudflare(cmd) => cloudflare::run(&mut client, cmd, out).await,

@@ -6,6 +6,7 @@
 mod acme;
 mod agents;
 mod audit;
+mod backup;
 mod certificates;
 mod cloudflare;
 mod sites;
@@ -194,10 +195,18 @@ fn agent_id_arg(id: &str) -> Result<String> {
 }
 
 /// The admin API, one line per call: `rpc(Request) -> Response: role [audit "action"] =>
-/// feature;`. The handler is `feature::rpc(&Shared, Request)`; audited requests implement
-/// [`Audited`] next to it.
+/// feature;`, then the calls that answer with a stream: `rpc(Request) -> stream Stream of Item:
+/// role audit "action" => feature;`. The handler is `feature::rpc(&Shared, Request)` (for a
+/// stream it returns every item); audited requests implement [`Audited`] next to it.
 macro_rules! admin_api {
-    ($($rpc:ident($req:ty) -> $resp:ty: $role:ident $(audit $action:literal)? => $feature:ident;)*) => {
+    (
+        unary {
+            $($rpc:ident($req:ty) -> $resp:ty: $role:ident $(audit $action:literal)? => $feature:ident;)*
+        }
+        streams {
+            $($srpc:ident($sreq:ty) -> stream $stream:ident of $item:ty: $srole:ident audit $saction:literal => $sfeature:ident;)*
+        }
+    ) => {
         #[tonic::async_trait]
         impl AdminService for AdminApi {
             $(
@@ -208,10 +217,26 @@ macro_rules! admin_api {
                         .map(Response::new)
                 }
             )*
+            $(
+                type $stream = std::pin::Pin<Box<
+                    dyn futures_util::Stream<Item = Result<$item, Status>> + Send + 'static,
+                >>;
+
+                async fn $srpc(&self, request: Request<$sreq>) -> Result<Response<Self::$stream>, Status> {
+                    let actor = self.caller(&request).await?;
+                    let request = request.into_inner();
+                    let items: Vec<$item> = admin_api!(@run self, actor, request, $srole, $sfeature::$srpc, $srpc, $saction)?;
+                    let stream: Self::$stream = Box::pin(futures_util::stream::iter(items.into_iter().map(Ok)));
+                    Ok(Response::new(stream))
+                }
+            )*
         }
 
         /// The role each call needs, by method name.
-        pub const ROLES: &[(&str, Role)] = &[$((stringify!($rpc), Role::$role)),*];
+        pub const ROLES: &[(&str, Role)] = &[
+            $((stringify!($rpc), Role::$role),)*
+            $((stringify!($srpc), Role::$srole),)*
+        ];
     };
     (@run $api:ident, $actor:ident, $request:ident, $role:ident, $handler:path, $rpc:ident) => {
         $api.read(&$actor, Role::$role, stringify!($rpc), $handler(&$api.shared, $request)).await
@@ -222,40 +247,46 @@ macro_rules! admin_api {
 }
 
 admin_api! {
-    create_join_token(CreateJoinTokenRequest) -> CreateJoinTokenResponse: Operator audit "token.create" => tokens;
-    list_join_tokens(ListJoinTokensRequest) -> ListJoinTokensResponse: Viewer => tokens;
-    revoke_join_token(RevokeJoinTokenRequest) -> RevokeJoinTokenResponse: Operator audit "token.revoke" => tokens;
-    create_api_token(CreateApiTokenRequest) -> CreateApiTokenResponse: Admin audit "apitoken.create" => tokens;
-    list_api_tokens(ListApiTokensRequest) -> ListApiTokensResponse: Viewer => tokens;
-    revoke_api_token(RevokeApiTokenRequest) -> RevokeApiTokenResponse: Admin audit "apitoken.revoke" => tokens;
+    unary {
+        create_join_token(CreateJoinTokenRequest) -> CreateJoinTokenResponse: Operator audit "token.create" => tokens;
+        list_join_tokens(ListJoinTokensRequest) -> ListJoinTokensResponse: Viewer => tokens;
+        revoke_join_token(RevokeJoinTokenRequest) -> RevokeJoinTokenResponse: Operator audit "token.revoke" => tokens;
+        create_api_token(CreateApiTokenRequest) -> CreateApiTokenResponse: Admin audit "apitoken.create" => tokens;
+        list_api_tokens(ListApiTokensRequest) -> ListApiTokensResponse: Viewer => tokens;
+        revoke_api_token(RevokeApiTokenRequest) -> RevokeApiTokenResponse: Admin audit "apitoken.revoke" => tokens;
 
-    list_agents(ListAgentsRequest) -> ListAgentsResponse: Viewer => agents;
-    get_agent(GetAgentRequest) -> Agent: Viewer => agents;
-    get_agent_status(GetAgentRequest) -> AgentStatus: Viewer => agents;
-    revoke_agent(RevokeAgentRequest) -> Agent: Operator audit "agent.revoke" => agents;
-    set_agent_labels(SetAgentLabelsRequest) -> Agent: Operator audit "agent.label" => agents;
-    rollback_agent(RollbackAgentRequest) -> Agent: Operator audit "agent.rollback" => agents;
+        list_agents(ListAgentsRequest) -> ListAgentsResponse: Viewer => agents;
+        get_agent(GetAgentRequest) -> Agent: Viewer => agents;
+        get_agent_status(GetAgentRequest) -> AgentStatus: Viewer => agents;
+        revoke_agent(RevokeAgentRequest) -> Agent: Operator audit "agent.revoke" => agents;
+        set_agent_labels(SetAgentLabelsRequest) -> Agent: Operator audit "agent.label" => agents;
+        rollback_agent(RollbackAgentRequest) -> Agent: Operator audit "agent.rollback" => agents;
 
-    list_audit(ListAuditRequest) -> ListAuditResponse: Viewer => audit;
+        list_audit(ListAuditRequest) -> ListAuditResponse: Viewer => audit;
 
-    put_site(PutSiteRequest) -> Site: Operator audit "site.put" => sites;
-    list_sites(ListSitesRequest) -> ListSitesResponse: Viewer => sites;
-    get_site(GetSiteRequest) -> Site: Viewer => sites;
-    delete_site(GetSiteRequest) -> Site: Operator audit "site.delete" => sites;
+        put_site(PutSiteRequest) -> Site: Operator audit "site.put" => sites;
+        list_sites(ListSitesRequest) -> ListSitesResponse: Viewer => sites;
+        get_site(GetSiteRequest) -> Site: Viewer => sites;
+        delete_site(GetSiteRequest) -> Site: Operator audit "site.delete" => sites;
 
-    reissue_certificate(ReissueCertificateRequest) -> Agent: Operator audit "certificate.reissue" => certificates;
-    request_certificate(RequestCertificateRequest) -> RequestCertificateResponse: Operator audit "cert.request" => certificates;
-    list_certificate_orders(ListCertificateOrdersRequest) -> ListCertificateOrdersResponse: Viewer => certificates;
-    get_certificate_order(GetCertificateOrderRequest) -> CertificateOrder: Viewer => certificates;
-    retry_certificate_order(GetCertificateOrderRequest) -> CertificateOrder: Operator audit "cert.retry" => certificates;
-    revoke_certificate_order(RevokeCertificateOrderRequest) -> CertificateOrder: Operator audit "cert.revoke" => certificates;
+        reissue_certificate(ReissueCertificateRequest) -> Agent: Operator audit "certificate.reissue" => certificates;
+        request_certificate(RequestCertificateRequest) -> RequestCertificateResponse: Operator audit "cert.request" => certificates;
+        list_certificate_orders(ListCertificateOrdersRequest) -> ListCertificateOrdersResponse: Viewer => certificates;
+        get_certificate_order(GetCertificateOrderRequest) -> CertificateOrder: Viewer => certificates;
+        retry_certificate_order(GetCertificateOrderRequest) -> CertificateOrder: Operator audit "cert.retry" => certificates;
+        revoke_certificate_order(RevokeCertificateOrderRequest) -> CertificateOrder: Operator audit "cert.revoke" => certificates;
 
-    add_cloudflare_account(AddCloudflareAccountRequest) -> CloudflareAccount: Admin audit "cloudflare.account.add" => cloudflare;
-    list_cloudflare_accounts(ListCloudflareAccountsRequest) -> ListCloudflareAccountsResponse: Viewer => cloudflare;
-    list_zones(ListZonesRequest) -> ListZonesResponse: Viewer => cloudflare;
+        add_cloudflare_account(AddCloudflareAccountRequest) -> CloudflareAccount: Admin audit "cloudflare.account.add" => cloudflare;
+        list_cloudflare_accounts(ListCloudflareAccountsRequest) -> ListCloudflareAccountsResponse: Viewer => cloudflare;
+        list_zones(ListZonesRequest) -> ListZonesResponse: Viewer => cloudflare;
 
-    create_acme_account(CreateAcmeAccountRequest) -> AcmeAccount: Admin audit "acme.account.create" => acme;
-    list_acme_accounts(ListAcmeAccountsRequest) -> ListAcmeAccountsResponse: Viewer => acme;
+        create_acme_account(CreateAcmeAccountRequest) -> AcmeAccount: Admin audit "acme.account.create" => acme;
+        list_acme_accounts(ListAcmeAccountsRequest) -> ListAcmeAccountsResponse: Viewer => acme;
+    }
+
+    streams {
+        create_backup(CreateBackupRequest) -> stream CreateBackupStream of BackupChunk: Admin audit "backup.create" => backup;
+    }
 }
 
 #[cfg(test)]
