@@ -47,6 +47,38 @@ pub struct OriginCertificate {
     pub revoked_at: Option<String>,
 }
 
+/// A Cloudflare Tunnel as the emulator keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    pub id: String,
+    pub account_tag: String,
+    pub name: String,
+    pub created_at: String,
+    pub deleted_at: Option<String>,
+    /// Base64; part of the token.
+    pub secret: String,
+    /// `local` or `cloudflare` (remotely managed).
+    pub config_src: String,
+    /// The remotely managed configuration last PUT, as sent.
+    pub config: Option<serde_json::Value>,
+    pub config_version: u64,
+    pub connections: Vec<Connection>,
+    pub conns_active_at: Option<String>,
+    pub conns_inactive_at: Option<String>,
+}
+
+/// One connection of a connector to the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub id: String,
+    /// The connector (one cloudflared process).
+    pub client_id: String,
+    pub client_version: String,
+    pub colo_name: String,
+    pub origin_ip: String,
+    pub opened_at: String,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Zone {
     pub id: String,
@@ -77,6 +109,7 @@ pub(crate) struct State {
     pub zones: Vec<Zone>,
     pub records: Vec<Record>,
     pub certificates: Vec<OriginCertificate>,
+    pub tunnels: Vec<Tunnel>,
     pub faults: Faults,
     pub requests: u64,
     pub throttled: u64,
@@ -195,7 +228,7 @@ impl Emulator {
             s.zones.push(Zone {
                 id: id.clone(),
                 name: name.to_owned(),
-                account_id: "01a7362d577a6c3019a474fd6f485823".into(),
+                account_id: api::ACCOUNT.into(),
             })
         });
         id
@@ -226,6 +259,22 @@ impl Emulator {
                 .cloned()
                 .collect()
         })
+    }
+
+    /// The account that holds every zone and tunnel.
+    pub fn account_id(&self) -> &'static str {
+        api::ACCOUNT
+    }
+
+    /// Every tunnel, deleted ones included.
+    pub fn tunnels(&self) -> Vec<Tunnel> {
+        self.with(|s| s.tunnels.clone())
+    }
+
+    /// The edge's address for connectors (`/edge/connect`, `/edge/disconnect`): what the
+    /// cloudflared stand-in reaches.
+    pub fn edge_url(&self) -> String {
+        self.api_url.trim_end_matches("/client/v4").to_owned() + "/edge"
     }
 
     /// Every Origin CA certificate, with its revocation time.

@@ -326,3 +326,139 @@ fn the_dns_server_answers_from_the_records() {
         ResponseCode::Refused
     );
 }
+
+/// What a connector sends the edge (the cloudflared stand-in does the same).
+fn edge(api: &Api, path: &str, body: Value) -> u16 {
+    let url = format!("{}/{path}", api.emulator.edge_url());
+    api.rt.block_on(async {
+        api.client
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+#[test]
+fn tunnels_follow_the_reference_shapes_and_the_lifecycle_rules() {
+    use base64::Engine;
+    let api = Api::new();
+    let account = api.emulator.account_id();
+    let all = "/accounts/{account_id}/cfd_tunnel";
+    let one = "/accounts/{account_id}/cfd_tunnel/{tunnel_id}";
+    let base = format!("/accounts/{account}/cfd_tunnel");
+    let (_, created) = api.conformant(
+        "POST",
+        all,
+        &base,
+        Some(json!({"name": "odoo-acme", "config_src": "cloudflare"})),
+    );
+    let id = created["result"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["result"]["status"], "inactive");
+    assert_eq!(created["result"]["remote_config"], true);
+    let (s, dup) = api.conformant("POST", all, &base, Some(json!({"name": "odoo-acme"})));
+    assert_eq!((s, dup["errors"][0]["code"].as_u64()), (409, Some(1013)));
+    let (_, listed) = api.conformant("GET", all, &format!("{base}?name=odoo-acme"), None);
+    assert_eq!(listed["result"].as_array().unwrap().len(), 1);
+
+    // The token is base64 JSON {a, t, s}.
+    let (_, token) = api.conformant(
+        "GET",
+        &format!("{one}/token"),
+        &format!("{base}/{id}/token"),
+        None,
+    );
+    let token = token["result"].as_str().unwrap().to_owned();
+    let decoded: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(&token)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (decoded["a"].as_str(), decoded["t"].as_str()),
+        (Some(account), Some(id.as_str()))
+    );
+    assert_eq!(created["result"]["token"], token.as_str());
+
+    // The whole ingress, validated as cloudflared validates it.
+    let config = format!("{base}/{id}/configurations");
+    let ingress = json!({"config": {"ingress": [
+        {"hostname": "acme.example.com", "service": "http://172.16.16.105:8069", "originRequest": {}},
+        {"service": "http_status:404"},
+    ]}});
+    let (_, put) = api.conformant(
+        "PUT",
+        &format!("{one}/configurations"),
+        &config,
+        Some(ingress.clone()),
+    );
+    assert_eq!(put["result"]["version"], 1);
+    let (_, got) = api.conformant("GET", &format!("{one}/configurations"), &config, None);
+    assert_eq!(got["result"]["config"], ingress["config"]);
+    let (s, bad) = api.conformant(
+        "PUT",
+        &format!("{one}/configurations"),
+        &config,
+        Some(json!({"config": {"ingress": [{"hostname": "a.example.com:80", "service": "http://x"}, {"service": "http_status:404"}]}})),
+    );
+    assert_eq!(s, 400, "{bad}");
+
+    // A connector with the token opens 4 connections; the tunnel is healthy.
+    assert_eq!(
+        edge(
+            &api,
+            "connect",
+            json!({"token": token, "client_id": "c1", "client_version": "2026.1.0"})
+        ),
+        200
+    );
+    let (_, healthy) = api.conformant("GET", one, &format!("{base}/{id}"), None);
+    assert_eq!(healthy["result"]["status"], "healthy");
+    assert_eq!(
+        healthy["result"]["connections"].as_array().unwrap().len(),
+        4
+    );
+    api.conformant(
+        "GET",
+        &format!("{one}/connections"),
+        &format!("{base}/{id}/connections"),
+        None,
+    );
+
+    // Rotation: the old token opens nothing new; the open connections stay.
+    let secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let (_, rotated) = api.conformant(
+        "PATCH",
+        one,
+        &format!("{base}/{id}"),
+        Some(json!({"tunnel_secret": secret})),
+    );
+    assert_ne!(rotated["result"]["token"], token.as_str());
+    assert_eq!(
+        edge(&api, "connect", json!({"token": token, "client_id": "c2"})),
+        401
+    );
+    assert_eq!(
+        rotated["result"]["connections"].as_array().unwrap().len(),
+        4
+    );
+
+    // Delete is refused while connections are active, then works.
+    let (s, refused) = api.conformant("DELETE", one, &format!("{base}/{id}"), None);
+    assert_eq!(
+        (s, refused["errors"][0]["code"].as_u64()),
+        (400, Some(1022))
+    );
+    let (s, _, _) = api.call("DELETE", &format!("{base}/{id}/connections"), None, TOKEN);
+    assert_eq!(s, 200);
+    let (_, deleted) = api.conformant("DELETE", one, &format!("{base}/{id}"), None);
+    assert!(deleted["result"]["deleted_at"].is_string());
+    let (s, _) = api.conformant("GET", one, &format!("{base}/{id}"), None);
+    assert_eq!(s, 404);
+    // The name is free again.
+    api.conformant("POST", all, &base, Some(json!({"name": "odoo-acme"})));
+}

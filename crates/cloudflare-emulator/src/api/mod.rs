@@ -20,12 +20,15 @@ use super::{OriginCertificate, Record, Shared, Zone, now_rfc3339, random_hex};
 
 mod origin_ca;
 mod records;
+mod tunnels;
 mod zones;
 
 pub(crate) use origin_ca::OriginCa;
 use origin_ca::*;
 pub(crate) use records::new_record;
 use records::*;
+pub(crate) use tunnels::ACCOUNT;
+use tunnels::*;
 use zones::*;
 
 type Reply = Result<Response, Response>;
@@ -117,6 +120,7 @@ struct App {
 
 pub(crate) fn router(state: Shared, ca: Arc<OriginCa>) -> Router {
     let app = App { state, ca };
+    let app_for_edge = app.clone();
     let api = Router::new()
         .route("/user/tokens/verify", get(verify_token))
         .route("/zones", get(list_zones))
@@ -140,10 +144,35 @@ pub(crate) fn router(state: Shared, ca: Arc<OriginCa>) -> Router {
             "/certificates/{id}",
             get(get_certificate).delete(revoke_certificate),
         )
+        .route(
+            "/accounts/{account_id}/cfd_tunnel",
+            get(list_tunnels).post(create_tunnel),
+        )
+        .route(
+            "/accounts/{account_id}/cfd_tunnel/{tunnel_id}",
+            get(get_tunnel).patch(patch_tunnel).delete(delete_tunnel),
+        )
+        .route(
+            "/accounts/{account_id}/cfd_tunnel/{tunnel_id}/token",
+            get(get_token),
+        )
+        .route(
+            "/accounts/{account_id}/cfd_tunnel/{tunnel_id}/configurations",
+            get(get_configuration).put(put_configuration),
+        )
+        .route(
+            "/accounts/{account_id}/cfd_tunnel/{tunnel_id}/connections",
+            get(list_connections).delete(delete_connections),
+        )
         .fallback(|req: Request| async move { not_found(req.uri().path()) })
         .layer(middleware::from_fn_with_state(app.clone(), faults_and_auth))
         .with_state(app);
-    Router::new().nest("/client/v4", api)
+    // The edge is what connectors reach; it has no API token.
+    let edge = Router::new()
+        .route("/connect", axum::routing::post(edge_connect))
+        .route("/disconnect", axum::routing::post(edge_disconnect))
+        .with_state(app_for_edge);
+    Router::new().nest("/client/v4", api).nest("/edge", edge)
 }
 
 /// Faults first (as a real rate limiter answers before anything else), then the bearer token.
