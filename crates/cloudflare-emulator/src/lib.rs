@@ -266,6 +266,30 @@ impl Emulator {
         api::ACCOUNT
     }
 
+    /// Creates a remotely managed tunnel directly (as if made elsewhere); returns its id and
+    /// token.
+    pub fn add_tunnel(&self, name: &str) -> (String, String) {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).expect("RNG");
+        let tunnel = Tunnel {
+            id: api::uuid(),
+            account_tag: api::ACCOUNT.into(),
+            name: name.to_owned(),
+            created_at: now_rfc3339(),
+            deleted_at: None,
+            secret: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, secret),
+            config_src: "cloudflare".into(),
+            config: None,
+            config_version: 0,
+            connections: Vec::new(),
+            conns_active_at: None,
+            conns_inactive_at: None,
+        };
+        let out = (tunnel.id.clone(), api::token_of(&tunnel));
+        self.with(|s| s.tunnels.push(tunnel));
+        out
+    }
+
     /// Every tunnel, deleted ones included.
     pub fn tunnels(&self) -> Vec<Tunnel> {
         self.with(|s| s.tunnels.clone())

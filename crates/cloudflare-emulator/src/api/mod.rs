@@ -27,8 +27,8 @@ pub(crate) use origin_ca::OriginCa;
 use origin_ca::*;
 pub(crate) use records::new_record;
 use records::*;
-pub(crate) use tunnels::ACCOUNT;
 use tunnels::*;
+pub(crate) use tunnels::{ACCOUNT, token_of, uuid};
 use zones::*;
 
 type Reply = Result<Response, Response>;
