@@ -157,3 +157,114 @@ async fn origin_ca_certificates_for_a_host_csr() {
 fn pem_csr(der: &[u8]) -> String {
     gatehouse_controller::cloudflare::origin_ca::csr_pem(der)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tunnels_from_creation_to_deletion() {
+    use gatehouse_controller::cloudflare::tunnels::{IngressRule, OriginRequest};
+    let (emulator, client) = setup();
+    let account = emulator.account_id();
+    let created = client.create_tunnel(account, "odoo-acme").await.unwrap();
+    assert!(
+        !format!("{created:?}").contains(&created.token),
+        "the token never prints"
+    );
+    let again = client
+        .create_tunnel(account, "odoo-acme")
+        .await
+        .unwrap_err();
+    assert!(again.has_code(1013), "{again}");
+    let found = client
+        .tunnel_by_name(account, "odoo-acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.id.as_str(), found.status.as_str()),
+        (created.id.as_str(), "inactive")
+    );
+    assert_eq!(
+        client.tunnel_token(account, &created.id).await.unwrap(),
+        created.token
+    );
+
+    let ingress = vec![
+        IngressRule {
+            hostname: Some("acme.example.com".into()),
+            service: "https://172.16.16.105:8069".into(),
+            origin_request: OriginRequest {
+                no_tls_verify: true,
+                origin_server_name: Some("acme.internal".into()),
+                connect_timeout: Some(5),
+                ..Default::default()
+            },
+        },
+        IngressRule {
+            hostname: None,
+            service: "http_status:404".into(),
+            origin_request: OriginRequest::default(),
+        },
+    ];
+    assert_eq!(
+        client
+            .put_tunnel_configuration(account, &created.id, &ingress)
+            .await
+            .unwrap(),
+        1
+    );
+    let stored = emulator.tunnels()[0].config.clone().unwrap();
+    assert_eq!(
+        stored["ingress"][0]["originRequest"],
+        serde_json::json!({"noTLSVerify": true, "originServerName": "acme.internal", "connectTimeout": 5})
+    );
+    assert!(stored["ingress"][1].get("hostname").is_none());
+
+    // A connector holds connections: delete is refused until they are dropped.
+    let connect = |token: String| {
+        let url = format!("{}/connect", emulator.edge_url());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"token": token, "client_id": "c1"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(connect(created.token.clone()).await, 200);
+    let live = client.tunnel(account, &created.id).await.unwrap();
+    assert_eq!(
+        (live.status.as_str(), live.connections.len()),
+        ("healthy", 4)
+    );
+    let secret = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
+    let rotated = client
+        .rotate_tunnel_secret(account, &created.id, &secret)
+        .await
+        .unwrap();
+    assert_ne!(rotated, created.token);
+    assert_eq!(
+        connect(created.token.clone()).await,
+        401,
+        "the old token opens nothing"
+    );
+    let refused = client
+        .delete_tunnel(account, &created.id)
+        .await
+        .unwrap_err();
+    assert!(refused.has_code(1022), "{refused}");
+    client
+        .delete_tunnel_connections(account, &created.id)
+        .await
+        .unwrap();
+    client.delete_tunnel(account, &created.id).await.unwrap();
+    client.delete_tunnel(account, &created.id).await.unwrap();
+    assert!(
+        client
+            .tunnel_by_name(account, "odoo-acme")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

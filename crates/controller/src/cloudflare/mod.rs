@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod dns;
 pub mod origin_ca;
+pub mod tunnels;
 pub mod zones;
 
 use std::fmt;
@@ -265,7 +266,7 @@ impl Client {
     }
 }
 
-fn typed<T: DeserializeOwned>(v: Value, what: &str) -> Result<T, CloudflareError> {
+pub(super) fn typed<T: DeserializeOwned>(v: Value, what: &str) -> Result<T, CloudflareError> {
     serde_json::from_value(v).map_err(|e| CloudflareError::Unexpected {
         what: what.to_owned(),
         detail: e.to_string(),

@@ -14,6 +14,16 @@ pub struct Zone {
     /// Cloudflare's authoritative servers for the zone.
     #[serde(default)]
     pub name_servers: Vec<String>,
+    /// The account that holds the zone (where its tunnels are made).
+    #[serde(default)]
+    pub account: ZoneAccount,
+}
+
+/// A zone's account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ZoneAccount {
+    #[serde(default)]
+    pub id: String,
 }
 
 impl Client {
