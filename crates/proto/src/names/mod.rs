@@ -2,12 +2,14 @@
 //! error message names.
 
 mod site;
+mod tunnel;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 pub use site::{HeaderName, HeaderValue, Upstream};
+pub use tunnel::{TunnelName, TunnelRoute, TunnelService};
 
 /// Why a name was refused: the field it came from and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
