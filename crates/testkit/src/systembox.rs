@@ -170,6 +170,14 @@ impl SystemBox {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// What runs a program inside the box: prepend it to the program's argv.
+    pub fn prefix(&self) -> Vec<std::ffi::OsString> {
+        ["nsenter", "-t", &self.pid.to_string(), "-a", "-r", "-w"]
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    }
+
     /// A command that runs `argv` inside the box.
     pub fn command(&self, argv: &[&str]) -> Command {
         let mut command = Command::new("nsenter");

@@ -4,3 +4,4 @@ pub mod caddy;
 pub mod certs;
 pub mod files;
 pub mod metrics;
+pub mod systemd;
