@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use gatehouse_controller::store::{
     AcmeAccountRow, AcmeOrderRow, AcmeTxtRow, AgentRow, ApiTokenRow, AuditRow, JoinTokenRow,
-    LeaderJob, OrderState, RedeemError, Store,
+    LeaderJob, OrderState, RedeemError, Store, TunnelRecord, TunnelRouteRow, TunnelRow,
 };
 use gatehouse_proto::v1::DesiredState;
 use gatehouse_testkit::postgres::Postgres;
@@ -54,7 +54,58 @@ fn state(generation: u64) -> DesiredState {
     }
 }
 
+/// Tunnels: each step's result is kept, routes and records read back typed.
+async fn check_tunnels(store: &Store) {
+    let mut t = TunnelRow {
+        agent_id: "agent1".into(),
+        name: "odoo-acme".into(),
+        account: "main".into(),
+        cloudflare_account_id: "01a7362d577a6c3019a474fd6f485823".into(),
+        tunnel_id: String::new(),
+        token_sealed: String::new(),
+        routes: vec![TunnelRouteRow {
+            hostname: "acme.example.com".into(),
+            service: "http://172.16.16.105:8069".into(),
+            connect_timeout: 5,
+            ..Default::default()
+        }],
+        records: BTreeMap::new(),
+        config_version: 0,
+        state: "started".into(),
+        created_at: 100,
+        updated_at: 100,
+    };
+    store.tunnel_put(&t).await.unwrap();
+    t.tunnel_id = "f70ff985-a4ef-4643-bbbc-4a0ed4fc8415".into();
+    t.records.insert(
+        "acme.example.com".into(),
+        TunnelRecord {
+            zone_id: "z1".into(),
+            record_id: "r1".into(),
+        },
+    );
+    t.config_version = 2;
+    t.state = "ready".into();
+    t.updated_at = 200;
+    store.tunnel_put(&t).await.unwrap();
+    assert_eq!(
+        store.tunnel_get("agent1", "odoo-acme").await.unwrap(),
+        Some(t.clone())
+    );
+    let other = TunnelRow {
+        agent_id: "agent2".into(),
+        ..t.clone()
+    };
+    store.tunnel_put(&other).await.unwrap();
+    assert_eq!(store.tunnels(None).await.unwrap().len(), 2);
+    assert_eq!(store.tunnels(Some("agent2")).await.unwrap(), vec![other]);
+    store.tunnel_delete("agent1", "odoo-acme").await.unwrap();
+    assert_eq!(store.tunnel_get("agent1", "odoo-acme").await.unwrap(), None);
+    store.tunnel_delete("agent2", "odoo-acme").await.unwrap();
+}
+
 async fn check_everything(store: Store) {
+    check_tunnels(&store).await;
     // Join tokens: redeemed once, atomically, only while valid.
     store.join_token_insert(&token("tok1", 200)).await.unwrap();
     store.join_token_insert(&token("tok2", 200)).await.unwrap();

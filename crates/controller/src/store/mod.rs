@@ -12,6 +12,7 @@ mod cloudflare;
 mod join_tokens;
 mod kv;
 mod leader;
+mod tunnels;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -28,6 +29,7 @@ pub use audit::AuditRow;
 pub use cloudflare::{CloudflareAccountRow, CloudflareSiteRow};
 pub use join_tokens::{JoinTokenRow, RedeemError};
 pub use leader::{Leader, LeaderJob};
+pub use tunnels::{TunnelRecord, TunnelRouteRow, TunnelRow};
 
 /// A store failure. Messages name the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0003_cloudflare.sql"),
     ),
     (4, "acme", include_str!("../../migrations/0004_acme.sql")),
+    (
+        5,
+        "tunnels",
+        include_str!("../../migrations/0005_tunnels.sql"),
+    ),
 ];
 
 /// A handle to the database; cheap to clone.
