@@ -12,8 +12,24 @@ use std::time::Duration;
 mod acme_support;
 
 use gatehouse_controller::store::Store;
-use gatehouse_testkit::gatehouse::Controller;
+use gatehouse_testkit::gatehouse::{Controller, Run};
 use gatehouse_testkit::wait_for;
+
+/// `gatehouse-controller restore --from FROM --data DATA`.
+fn restore(controller: &Controller, from: &Path, data: &Path) -> Run {
+    controller.command(&[
+        "restore",
+        "--from",
+        from.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ])
+}
+
+/// `gatehouse-controller backup --to TO`.
+fn backup(controller: &Controller, to: &Path) -> Run {
+    controller.command(&["backup", "--to", to.to_str().unwrap()])
+}
 
 /// The join tokens a restored store holds.
 fn tokens_in(data: &Path) -> BTreeSet<String> {
@@ -48,7 +64,7 @@ fn a_backup_taken_while_four_clients_write_holds_every_acknowledged_write() {
     });
     let before: BTreeSet<String> = acked.lock().unwrap().clone();
     let file = controller.dir.path().join("snapshot.backup");
-    let run = controller.command(&["backup", "--to", file.to_str().unwrap()]);
+    let run = backup(&controller, &file);
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.join().unwrap();
@@ -59,13 +75,7 @@ fn a_backup_taken_while_four_clients_write_holds_every_acknowledged_write() {
     assert_eq!(mode, 0o600);
 
     let data = controller.dir.path().join("restored");
-    let restored = controller.command(&[
-        "restore",
-        "--from",
-        file.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let restored = restore(&controller, &file, &data);
     assert!(restored.success, "{}", restored.stderr);
     assert!(
         restored.stdout.contains(&controller.ca_hash()),
@@ -85,25 +95,12 @@ fn restore_refuses_a_truncated_or_altered_file_and_a_directory_in_use() {
     let controller = Controller::start("");
     let dir = controller.dir.path();
     let file = dir.join("good.backup");
-    assert!(
-        controller
-            .command(&["backup", "--to", file.to_str().unwrap()])
-            .success
-    );
+    assert!(backup(&controller, &file).success);
     let bytes = std::fs::read(&file).unwrap();
-    let restore = |from: &Path, data: &Path| {
-        controller.command(&[
-            "restore",
-            "--from",
-            from.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ])
-    };
 
     let truncated = dir.join("truncated.backup");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let run = restore(&truncated, &dir.join("a"));
+    let run = restore(&controller, &truncated, &dir.join("a"));
     assert!(
         !run.success && run.stderr.contains("truncated"),
         "{}",
@@ -115,7 +112,7 @@ fn restore_refuses_a_truncated_or_altered_file_and_a_directory_in_use() {
     let at = changed.len() - 100;
     changed[at] ^= 0x55;
     std::fs::write(&altered, &changed).unwrap();
-    let run = restore(&altered, &dir.join("b"));
+    let run = restore(&controller, &altered, &dir.join("b"));
     assert!(
         !run.success && run.stderr.contains("altered"),
         "{}",
@@ -123,7 +120,7 @@ fn restore_refuses_a_truncated_or_altered_file_and_a_directory_in_use() {
     );
     assert!(!dir.join("a").join("gatehouse.db").exists() && !dir.join("b").exists());
 
-    let run = restore(&file, &controller.data_dir);
+    let run = restore(&controller, &file, &controller.data_dir);
     assert!(
         !run.success && run.stderr.contains("not empty"),
         "{}",
@@ -144,23 +141,13 @@ fn a_restored_controller_is_the_same_controller_to_a_running_agent() {
     });
     let enrollment = std::fs::read(agent.paths().enrollment()).unwrap();
     let file = controller.dir.path().join("fleet.backup");
-    assert!(
-        controller
-            .command(&["backup", "--to", file.to_str().unwrap()])
-            .success
-    );
+    assert!(backup(&controller, &file).success);
 
     // The old host is gone; the data is restored elsewhere with the master key kept apart.
     controller.stop();
     let old = controller.data_dir.clone();
     let new = controller.dir.path().join("new-host");
-    let run = controller.command(&[
-        "restore",
-        "--from",
-        file.to_str().unwrap(),
-        "--data",
-        new.to_str().unwrap(),
-    ]);
+    let run = restore(&controller, &file, &new);
     assert!(run.success, "{}", run.stderr);
     assert!(run.stdout.contains("1 agents"), "{}", run.stdout);
     std::fs::copy(old.join("master.key"), new.join("master.key")).unwrap();
@@ -258,12 +245,6 @@ fn a_backup_over_the_admin_api_is_for_admins_audited_and_holds_no_secret_in_plai
 
     // And it is a backup a restore takes.
     let data = s.controller.dir.path().join("restored");
-    let restored = s.controller.command(&[
-        "restore",
-        "--from",
-        file.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let restored = restore(&s.controller, &file, &data);
     assert!(restored.success, "{}", restored.stderr);
 }

@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod liveness;
 pub mod logging;
 pub mod outbox;

@@ -7,7 +7,6 @@
 //! without its master key restores the fleet's history but nothing secret. PostgreSQL stores
 //! are backed up with `pg_dump`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -91,21 +90,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-/// Writes a backup of the running `store` to `to`: whole or not at all, mode 0600.
-pub async fn save(store: &Store, to: &Path, now: i64) -> Result<Header, BackupError> {
+/// A backup of the running `store` as bytes: the header line, then the store. The snapshot is
+/// made in a private directory under `work_dir` (it holds the sealed secrets) and removed.
+pub async fn encode(
+    store: &Store,
+    work_dir: &Path,
+    now: i64,
+) -> Result<(Header, Vec<u8>), BackupError> {
     if store.is_postgres() {
         return Err(BackupError::Postgres);
     }
     let ca_hash = Ca::stored_hash(store).await?.ok_or(BackupError::NoCa)?;
-    let dir = match to.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    // The snapshot goes to a private directory beside the target: it holds the sealed secrets.
     let work = tempfile::Builder::new()
         .prefix(".gatehouse-backup-")
-        .tempdir_in(&dir)
-        .map_err(io(&dir))?;
+        .tempdir_in(work_dir)
+        .map_err(io(work_dir))?;
     let snapshot = work.path().join(STORE_FILE);
     store.snapshot_into(&snapshot).await?;
     let payload = std::fs::read(&snapshot).map_err(io(&snapshot))?;
@@ -118,10 +117,20 @@ pub async fn save(store: &Store, to: &Path, now: i64) -> Result<Header, BackupEr
         payload_bytes: payload.len() as u64,
         payload_sha256: crate::secrets::sha256_hex(&payload),
     };
-    let mut text = serde_json::to_vec(&header).expect("the header serialises");
-    text.push(b'\n');
-    text.extend_from_slice(&payload);
-    write_private(to, &text)?;
+    let mut bytes = serde_json::to_vec(&header).expect("the header serialises");
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&payload);
+    Ok((header, bytes))
+}
+
+/// Writes a backup of the running `store` to `to`: whole or not at all, mode 0600.
+pub async fn save(store: &Store, to: &Path, now: i64) -> Result<Header, BackupError> {
+    let dir = match to.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let (header, bytes) = encode(store, &dir, now).await?;
+    gatehouse_common::files::write_private(to, &bytes).map_err(io(to))?;
     Ok(header)
 }
 
@@ -175,7 +184,7 @@ pub async fn restore(from: &Path, data_dir: &Path, force: bool) -> Result<Restor
     for stale in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{stale}", db.display()));
     }
-    write_private(&db, &payload)?;
+    gatehouse_common::files::write_private(&db, &payload).map_err(io(&db))?;
     let store = Store::open(&format!("sqlite://{}", db.display())).await?;
     let counted = count(&store, &header).await;
     store.close().await;
@@ -200,27 +209,6 @@ async fn count(store: &Store, header: &Header) -> Result<Restored, BackupError> 
         sites,
         certificates,
     })
-}
-
-/// Writes `bytes` to `path` through a 0600 temporary file in the same directory, synced and
-/// renamed into place: nobody sees half a file.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io(path))?;
-    file.write_all(bytes).map_err(io(path))?;
-    file.as_file().sync_all().map_err(io(path))?;
-    file.persist(path).map_err(|e| io(path)(e.error))?;
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(&dir))?;
-    Ok(())
 }
 
 #[cfg(test)]

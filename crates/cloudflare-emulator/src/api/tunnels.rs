@@ -87,6 +87,20 @@ fn account(account_id: &str, path: &str) -> Result<(), Response> {
     }
 }
 
+/// Runs `f` on the live tunnel `id` of `account_id`, under the lock; either unknown is a 404
+/// as Cloudflare answers it.
+fn on_tunnel(
+    app: &App,
+    account_id: &str,
+    id: &str,
+    path: &str,
+    f: impl FnOnce(&mut Tunnel) -> Reply,
+) -> Reply {
+    account(account_id, path)?;
+    let mut s = app.state.lock().expect("emulator lock");
+    f(find(&mut s.tunnels, id, path)?)
+}
+
 /// A live (not deleted) tunnel of the account, by id.
 fn find<'a>(tunnels: &'a mut [Tunnel], id: &str, path: &str) -> Result<&'a mut Tunnel, Response> {
     tunnels
@@ -198,10 +212,9 @@ pub(super) async fn get_tunnel(
     Path((account_id, id)): Path<(String, String)>,
     req: Request,
 ) -> Reply {
-    let path = req.uri().path().to_owned();
-    account(&account_id, &path)?;
-    let mut s = app.state.lock().expect("emulator lock");
-    ok(tunnel_json(find(&mut s.tunnels, &id, &path)?))
+    on_tunnel(&app, &account_id, &id, req.uri().path(), |t| {
+        ok(tunnel_json(t))
+    })
 }
 
 pub(super) async fn patch_tunnel(
@@ -243,19 +256,17 @@ pub(super) async fn delete_tunnel(
     Path((account_id, id)): Path<(String, String)>,
     req: Request,
 ) -> Reply {
-    let path = req.uri().path().to_owned();
-    account(&account_id, &path)?;
-    let mut s = app.state.lock().expect("emulator lock");
-    let tunnel = find(&mut s.tunnels, &id, &path)?;
-    if !tunnel.connections.is_empty() {
-        return Err(bad_request(
-            1022,
-            "Cannot delete tunnel because it has active connections. Stop the connector and \
+    on_tunnel(&app, &account_id, &id, req.uri().path(), |tunnel| {
+        if !tunnel.connections.is_empty() {
+            return Err(bad_request(
+                1022,
+                "Cannot delete tunnel because it has active connections. Stop the connector and \
              delete its connections first.",
-        ));
-    }
-    tunnel.deleted_at = Some(now_rfc3339());
-    ok(tunnel_json(tunnel))
+            ));
+        }
+        tunnel.deleted_at = Some(now_rfc3339());
+        ok(tunnel_json(tunnel))
+    })
 }
 
 pub(super) async fn get_token(
@@ -263,10 +274,9 @@ pub(super) async fn get_token(
     Path((account_id, id)): Path<(String, String)>,
     req: Request,
 ) -> Reply {
-    let path = req.uri().path().to_owned();
-    account(&account_id, &path)?;
-    let mut s = app.state.lock().expect("emulator lock");
-    ok(json!(token_of(find(&mut s.tunnels, &id, &path)?)))
+    on_tunnel(&app, &account_id, &id, req.uri().path(), |t| {
+        ok(json!(token_of(t)))
+    })
 }
 
 fn configuration_json(t: &Tunnel) -> Value {
@@ -282,10 +292,9 @@ pub(super) async fn get_configuration(
     Path((account_id, id)): Path<(String, String)>,
     req: Request,
 ) -> Reply {
-    let path = req.uri().path().to_owned();
-    account(&account_id, &path)?;
-    let mut s = app.state.lock().expect("emulator lock");
-    ok(configuration_json(find(&mut s.tunnels, &id, &path)?))
+    on_tunnel(&app, &account_id, &id, req.uri().path(), |t| {
+        ok(configuration_json(t))
+    })
 }
 
 /// Checks an ingress list as cloudflared does: the last rule is the catch-all (no hostname,
@@ -371,11 +380,11 @@ pub(super) async fn put_configuration(
         .cloned()
         .unwrap_or_default();
     check_ingress(&ingress).map_err(|e| bad_request(1055, &format!("Validation failed: {e}")))?;
-    let mut s = app.state.lock().expect("emulator lock");
-    let tunnel = find(&mut s.tunnels, &id, &path)?;
-    tunnel.config = Some(config);
-    tunnel.config_version += 1;
-    ok(configuration_json(tunnel))
+    on_tunnel(&app, &account_id, &id, &path, |tunnel| {
+        tunnel.config = Some(config);
+        tunnel.config_version += 1;
+        ok(configuration_json(tunnel))
+    })
 }
 
 pub(super) async fn list_connections(
@@ -383,30 +392,28 @@ pub(super) async fn list_connections(
     Path((account_id, id)): Path<(String, String)>,
     req: Request,
 ) -> Reply {
-    let path = req.uri().path().to_owned();
-    account(&account_id, &path)?;
-    let mut s = app.state.lock().expect("emulator lock");
-    let tunnel = find(&mut s.tunnels, &id, &path)?;
-    // One entry per connector, its connections inside (the `/connections` shape).
-    let mut by_client: Vec<(String, Vec<&Connection>)> = Vec::new();
-    for c in &tunnel.connections {
-        match by_client.iter_mut().find(|(id, _)| *id == c.client_id) {
-            Some((_, list)) => list.push(c),
-            None => by_client.push((c.client_id.clone(), vec![c])),
+    on_tunnel(&app, &account_id, &id, req.uri().path(), |tunnel| {
+        // One entry per connector, its connections inside (the `/connections` shape).
+        let mut by_client: Vec<(String, Vec<&Connection>)> = Vec::new();
+        for c in &tunnel.connections {
+            match by_client.iter_mut().find(|(id, _)| *id == c.client_id) {
+                Some((_, list)) => list.push(c),
+                None => by_client.push((c.client_id.clone(), vec![c])),
+            }
         }
-    }
-    let result: Vec<Value> = by_client
-        .into_iter()
-        .map(|(client, conns)| {
-            json!({
-                "id": client, "arch": "linux_amd64", "version": conns[0].client_version,
-                "run_at": conns[0].opened_at,
-                "conns": conns.iter().map(|c| connection_json(c)).collect::<Vec<_>>(),
-                "features": [],
+        let result: Vec<Value> = by_client
+            .into_iter()
+            .map(|(client, conns)| {
+                json!({
+                    "id": client, "arch": "linux_amd64", "version": conns[0].client_version,
+                    "run_at": conns[0].opened_at,
+                    "conns": conns.iter().map(|c| connection_json(c)).collect::<Vec<_>>(),
+                    "features": [],
+                })
             })
-        })
-        .collect();
-    ok(Value::Array(result))
+            .collect();
+        ok(Value::Array(result))
+    })
 }
 
 pub(super) async fn delete_connections(
@@ -415,18 +422,16 @@ pub(super) async fn delete_connections(
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Reply {
-    let path = req.uri().path().to_owned();
-    account(&account_id, &path)?;
-    let mut s = app.state.lock().expect("emulator lock");
-    let tunnel = find(&mut s.tunnels, &id, &path)?;
-    match q.get("client_id") {
-        Some(client) => tunnel.connections.retain(|c| &c.client_id != client),
-        None => tunnel.connections.clear(),
-    }
-    if tunnel.connections.is_empty() {
-        tunnel.conns_inactive_at = Some(now_rfc3339());
-    }
-    ok(json!({}))
+    on_tunnel(&app, &account_id, &id, req.uri().path(), |tunnel| {
+        match q.get("client_id") {
+            Some(client) => tunnel.connections.retain(|c| &c.client_id != client),
+            None => tunnel.connections.clear(),
+        }
+        if tunnel.connections.is_empty() {
+            tunnel.conns_inactive_at = Some(now_rfc3339());
+        }
+        ok(json!({}))
+    })
 }
 
 /// What a connector sends the edge: its token and who it is.

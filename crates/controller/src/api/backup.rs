@@ -31,15 +31,9 @@ pub(super) async fn create_backup(
     shared: &Shared,
     _: CreateBackupRequest,
 ) -> Result<Vec<BackupChunk>> {
-    // Written where the store lives: the snapshot holds the sealed secrets.
-    let dir = tempfile::Builder::new()
-        .prefix(".api-backup-")
-        .tempdir_in(&shared.config().data_dir)
-        .map_err(|e| Error::Internal(format!("cannot make a place for the backup: {e}")))?;
-    let file = dir.path().join("controller.backup");
-    crate::backup::save(&shared.store, &file, shared.now()).await?;
-    let bytes = std::fs::read(&file)
-        .map_err(|e| Error::Internal(format!("cannot read the backup back: {e}")))?;
+    // The snapshot is made where the store lives: it holds the sealed secrets.
+    let (_, bytes) =
+        crate::backup::encode(&shared.store, &shared.config().data_dir, shared.now()).await?;
     Ok(bytes
         .chunks(CHUNK)
         .map(|c| BackupChunk { data: c.to_vec() })

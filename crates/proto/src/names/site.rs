@@ -26,25 +26,29 @@ impl FromStr for Upstream {
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| err("the port must be a number from 1 to 65535"))?;
-        let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            v6.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| err("the bracketed host must be an IPv6 address"))?;
-            format!("[{v6}]")
-        } else if host.parse::<std::net::Ipv4Addr>().is_ok() {
-            host.to_owned()
-        } else {
-            let d: DomainName = host.parse().map_err(|e: NameError| NameError {
-                field: "upstream",
-                value: s.chars().take(80).collect(),
-                rule: e.rule,
-            })?;
-            if d.is_wildcard() {
-                return Err(err("the host must not be a wildcard"));
-            }
-            d.0
-        };
+        let host = host_part("upstream", s, host)?;
         Ok(Self { host, port })
     }
+}
+
+/// The host of an address (an upstream, a tunnel service): a bracketed IPv6 address, an IPv4
+/// address, or a domain name that is not a wildcard, in its canonical form. Errors name
+/// `field` and show the whole `input`.
+pub(super) fn host_part(field: &'static str, input: &str, host: &str) -> Result<String, NameError> {
+    let err = |rule| NameError::new(field, input, rule);
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| err("the bracketed host must be an IPv6 address"))?;
+        return Ok(format!("[{v6}]"));
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(host.to_owned());
+    }
+    let d: DomainName = host.parse().map_err(|e: NameError| err(e.rule))?;
+    if d.is_wildcard() {
+        return Err(err("the host must not be a wildcard"));
+    }
+    Ok(d.0)
 }
 
 impl fmt::Display for Upstream {

@@ -100,21 +100,7 @@ impl FromStr for TunnelService {
         }
         let (host, port) =
             split_port(rest).ok_or_else(|| err("the port must be a number from 1 to 65535"))?;
-        let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            v6.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| err("the bracketed host must be an IPv6 address"))?;
-            format!("[{v6}]")
-        } else if host.parse::<std::net::Ipv4Addr>().is_ok() {
-            host.to_owned()
-        } else {
-            let d: DomainName = host
-                .parse()
-                .map_err(|_| err("the host must be a domain name or an IP address"))?;
-            if d.is_wildcard() {
-                return Err(err("the host must not be a wildcard"));
-            }
-            d.to_string()
-        };
+        let host = super::site::host_part("service", s, host)?;
         Ok(Self::Url {
             scheme: scheme.to_owned(),
             host,
