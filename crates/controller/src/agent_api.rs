@@ -71,7 +71,8 @@ fn peer_agent<T>(
 impl AgentApi {
     /// One enrollment: the token redeemed, the CSR signed, the agent stored.
     async fn enroll_one(&self, req: EnrollRequest) -> Result<EnrollResponse, Status> {
-        let token = Token::parse(JOIN_PREFIX, &req.token).map_err(Status::invalid_argument)?;
+        let token = Token::parse(JOIN_PREFIX, &req.token)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let store = &self.shared.store;
         let row = store
             .join_token_get(&token.id)

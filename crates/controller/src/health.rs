@@ -21,15 +21,20 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the gRPC health status is brought up to date.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
+/// Why the store does not take writes.
+#[derive(Debug, thiserror::Error)]
+pub enum Unwritable {
+    #[error("the store is not writable: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("the store is not writable: no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+}
+
 /// Whether the store takes a write now; the reason when it does not.
-pub async fn store_writable(shared: &Shared) -> Result<(), String> {
+pub async fn store_writable(shared: &Shared) -> Result<(), Unwritable> {
     match tokio::time::timeout(PROBE_TIMEOUT, shared.store.probe_write(shared.now())).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("the store is not writable: {e}")),
-        Err(_) => Err(format!(
-            "the store is not writable: no answer within {} s",
-            PROBE_TIMEOUT.as_secs()
-        )),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Unwritable::Timeout(PROBE_TIMEOUT)),
     }
 }
 

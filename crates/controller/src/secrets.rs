@@ -193,6 +193,16 @@ pub fn random_id(len: usize) -> String {
     out
 }
 
+/// A token that does not have the shape gatehouse prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "malformed token: expected {prefix}_<10 characters>.<32 characters> (as printed when it was \
+     created)"
+)]
+pub struct MalformedToken {
+    pub prefix: &'static str,
+}
+
 /// A bearer credential: `<prefix>_<id>.<secret>`. The id is public (shown in listings); only
 /// the secret's hash is stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -227,13 +237,8 @@ impl Token {
     }
 
     /// Parses a token as the user pasted it. The message says what shape was expected.
-    pub fn parse(prefix: &'static str, text: &str) -> Result<Self, String> {
-        let shape = || {
-            format!(
-                "malformed token: expected {prefix}_<10 characters>.<32 characters> \
-                 (as printed when it was created)"
-            )
-        };
+    pub fn parse(prefix: &'static str, text: &str) -> Result<Self, MalformedToken> {
+        let shape = || MalformedToken { prefix };
         let rest = text
             .trim()
             .strip_prefix(prefix)
@@ -332,7 +337,7 @@ mod tests {
             "ghj_abc.def",
             "ghj_ABCDEFGHIJ.abcdefghijabcdefghijabcdefghij12",
         ] {
-            let err = Token::parse(JOIN_PREFIX, bad).unwrap_err();
+            let err = Token::parse(JOIN_PREFIX, bad).unwrap_err().to_string();
             assert!(err.starts_with("malformed token"), "{bad}: {err}");
         }
     }

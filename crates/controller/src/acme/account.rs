@@ -28,15 +28,15 @@ const PRESETS: &[(&str, &str, bool)] = &[
 ];
 
 /// The directory URL for `ca` (a preset name or an https URL) and whether EAB is required.
-pub fn directory(ca: &str) -> Result<(String, bool), String> {
+pub fn directory(ca: &str) -> Result<(String, bool), Error> {
     if let Some((_, url, eab)) = PRESETS.iter().find(|(name, _, _)| *name == ca) {
         return Ok(((*url).to_owned(), *eab));
     }
     let url = reqwest::Url::parse(ca).map_err(|_| {
-        format!(
+        Error::Invalid(format!(
             "ca: {ca:?} is neither a known CA ({}) nor a directory URL",
             PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-        )
+        ))
     })?;
     // Plain http only for a CA on this machine (a local test CA).
     let host = url.host_str().unwrap_or_default();
@@ -47,9 +47,9 @@ pub fn directory(ca: &str) -> Result<(String, bool), String> {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err(format!(
+        return Err(Error::Invalid(format!(
             "ca: {ca:?}: an ACME directory must be an https URL"
-        ));
+        )));
     }
     Ok((ca.to_owned(), false))
 }
@@ -71,16 +71,20 @@ impl std::fmt::Debug for Eab {
 }
 
 /// Decodes an EAB HMAC key: base64url as CAs print it, with or without padding.
-pub fn decode_hmac(text: &str) -> Result<Vec<u8>, String> {
+pub fn decode_hmac(text: &str) -> Result<Vec<u8>, Error> {
     let text = text.trim().trim_end_matches('=');
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
-        .map_err(|e| format!("eab_hmac: not base64url ({e}); paste it as the CA shows it"))?;
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "eab_hmac: not base64url ({e}); paste it as the CA shows it"
+            ))
+        })?;
     if key.len() < 16 {
-        return Err(format!(
+        return Err(Error::Invalid(format!(
             "eab_hmac: {} bytes once decoded; an EAB HMAC key is at least 16",
             key.len()
-        ));
+        )));
     }
     Ok(key)
 }
@@ -121,15 +125,12 @@ pub async fn create(shared: &Shared, input: NewAccountInput) -> Result<AcmeAccou
     if !email.is_empty() && (!email.contains('@') || email.contains(char::is_whitespace)) {
         return Err(bad(format!("email: {email:?} is not an email address")));
     }
-    let (directory_url, needs_eab) = directory(&input.ca).map_err(bad)?;
+    let (directory_url, needs_eab) = directory(&input.ca)?;
     let eab_key = match &input.eab {
         Some(eab) if eab.kid.trim().is_empty() => {
             return Err(bad("eab_kid: empty".into()));
         }
-        Some(eab) => Some((
-            eab.kid.trim().to_owned(),
-            decode_hmac(&eab.hmac).map_err(bad)?,
-        )),
+        Some(eab) => Some((eab.kid.trim().to_owned(), decode_hmac(&eab.hmac)?)),
         None if needs_eab => {
             return Err(bad(format!(
                 "{} requires External Account Binding: give --eab-kid and --eab-hmac-file",
@@ -143,7 +144,7 @@ pub async fn create(shared: &Shared, input: NewAccountInput) -> Result<AcmeAccou
             "an ACME account named {name} exists"
         )));
     }
-    let http = AcmeHttp::new(&input.ca_roots).map_err(bad)?;
+    let http = AcmeHttp::new(&input.ca_roots)?;
     let contact = (!email.is_empty()).then(|| format!("mailto:{email}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
     let external = eab_key
@@ -226,7 +227,8 @@ pub async fn load(shared: &Shared, name: &str) -> Result<Account, Error> {
             "ACME account {name}: stored credentials are damaged: {e}"
         ))
     })?;
-    let http = AcmeHttp::new(&row.ca_roots).map_err(Error::Internal)?;
+    let http = AcmeHttp::new(&row.ca_roots)
+        .map_err(|e| e.reworded(|m| format!("ACME account {name}: {m}")))?;
     Account::builder_with_http(Box::new(http))
         .from_credentials(credentials)
         .await
@@ -255,6 +257,7 @@ mod tests {
         assert!(
             directory("http://ca.example/dir")
                 .unwrap_err()
+                .to_string()
                 .contains("https")
         );
         assert!(
@@ -264,6 +267,7 @@ mod tests {
         assert!(
             directory("lets-encrypt")
                 .unwrap_err()
+                .to_string()
                 .contains("letsencrypt")
         );
     }
@@ -277,9 +281,15 @@ mod tests {
         assert!(
             decode_hmac("not base64!")
                 .unwrap_err()
+                .to_string()
                 .contains("base64url")
         );
-        assert!(decode_hmac("c2hvcnQ").unwrap_err().contains("at least 16"));
+        assert!(
+            decode_hmac("c2hvcnQ")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 16")
+        );
         let debug = format!(
             "{:?}",
             Eab {

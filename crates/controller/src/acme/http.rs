@@ -16,23 +16,28 @@ pub struct AcmeHttp(reqwest::Client);
 
 impl AcmeHttp {
     /// A client trusting the system's roots, or only `roots_pem` when it is not empty.
-    pub fn new(roots_pem: &str) -> Result<Self, String> {
+    pub fn new(roots_pem: &str) -> Result<Self, crate::error::Error> {
+        use crate::error::Error;
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")));
         if !roots_pem.trim().is_empty() {
-            let certs = reqwest::Certificate::from_pem_bundle(roots_pem.as_bytes())
-                .map_err(|e| format!("the CA roots are not PEM certificates: {e}"))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(roots_pem.as_bytes()).map_err(|e| {
+                    Error::Invalid(format!("the CA roots are not PEM certificates: {e}"))
+                })?;
             if certs.is_empty() {
-                return Err("the CA roots file holds no certificate".into());
+                return Err(Error::Invalid(
+                    "the CA roots file holds no certificate".into(),
+                ));
             }
             builder = builder.tls_certs_only(certs);
         }
         builder
             .build()
             .map(Self)
-            .map_err(|e| format!("cannot build the ACME HTTP client: {e}"))
+            .map_err(|e| Error::Internal(format!("cannot build the ACME HTTP client: {e}")))
     }
 }
 

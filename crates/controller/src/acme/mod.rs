@@ -204,7 +204,7 @@ async fn order_view(
 }
 
 /// Parses a revocation reason as `cert revoke --reason` takes it.
-pub fn revocation_reason(text: &str) -> Result<instant_acme::RevocationReason, String> {
+pub fn revocation_reason(text: &str) -> Result<instant_acme::RevocationReason, Error> {
     use instant_acme::RevocationReason as R;
     Ok(match text {
         "" | "unspecified" => R::Unspecified,
@@ -213,10 +213,10 @@ pub fn revocation_reason(text: &str) -> Result<instant_acme::RevocationReason, S
         "cessation-of-operation" => R::CessationOfOperation,
         "affiliation-changed" => R::AffiliationChanged,
         other => {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "reason {other:?}: use unspecified, key-compromise, superseded, \
                  cessation-of-operation or affiliation-changed"
-            ));
+            )));
         }
     })
 }

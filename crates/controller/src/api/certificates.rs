@@ -159,7 +159,7 @@ pub(super) async fn revoke_certificate_order(
     shared: &Shared,
     req: RevokeCertificateOrderRequest,
 ) -> Result<CertificateOrder> {
-    let reason = crate::acme::revocation_reason(&req.reason).map_err(Error::Invalid)?;
+    let reason = crate::acme::revocation_reason(&req.reason)?;
     crate::acme::revoke(shared, &req.id, reason).await?;
     order(shared, &req.id).await
 }

@@ -110,7 +110,8 @@ impl AdminApi {
         let text = header.strip_prefix("Bearer ").ok_or_else(|| {
             Status::unauthenticated("the authorization header must be `Bearer <token>`")
         })?;
-        let token = Token::parse(API_PREFIX, text).map_err(Status::unauthenticated)?;
+        let token =
+            Token::parse(API_PREFIX, text).map_err(|e| Status::unauthenticated(e.to_string()))?;
         let row = self
             .shared
             .store
