@@ -122,6 +122,20 @@ async fn a_hosts_acks_and_reports_cannot_write_to_the_operators_terminal_or_the_
             ..Default::default()
         }),
         applied_generation: 1,
+        tunnels: HOSTILE
+            .iter()
+            .map(|bad| TunnelStatus {
+                name: (*bad).into(),
+                ..Default::default()
+            })
+            .chain(std::iter::once(TunnelStatus {
+                name: "odoo".into(),
+                active_state: HOSTILE[0].into(),
+                error: HOSTILE[1].into(),
+                connector_id: HOSTILE[2].into(),
+                ..Default::default()
+            }))
+            .collect(),
         certificates: HOSTILE
             .iter()
             .flat_map(|bad| {

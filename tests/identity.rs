@@ -133,6 +133,7 @@ async fn an_agent_cannot_pose_as_another() {
             }),
             applied_generation: 0,
             certificates: vec![],
+            tunnels: vec![],
         })),
     };
     connect_with(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gatehouse_agent::host::systemd::{Systemd, UnitName};
+use gatehouse_agent::host::systemd::{Systemd, UnitName, Wait};
 use gatehouse_testkit::systembox::SystemBox;
 use gatehouse_testkit::wait_for;
 
@@ -19,7 +19,7 @@ async fn units_start_restart_log_and_stop_through_the_one_systemd_module() {
     let systemd = Systemd::through(vm.prefix());
     let unit: UnitName = "gh-echo.service".parse().unwrap();
     systemd.daemon_reload().await.unwrap();
-    systemd.enable_now(&unit).await.unwrap();
+    systemd.enable_now(&unit, Wait::Yes).await.unwrap();
     let first = systemd.state(&unit).await.unwrap();
     assert_eq!(
         (first.load_state.as_str(), first.active_state.as_str()),
@@ -42,7 +42,7 @@ async fn units_start_restart_log_and_stop_through_the_one_systemd_module() {
     );
     assert!(!logs.is_empty());
 
-    systemd.restart(&unit).await.unwrap();
+    systemd.restart(&unit, Wait::Yes).await.unwrap();
     let second = systemd.state(&unit).await.unwrap();
     assert_eq!(second.active_state, "active");
     assert_ne!(
@@ -61,6 +61,6 @@ async fn units_start_restart_log_and_stop_through_the_one_systemd_module() {
         systemd.state(&unknown).await.unwrap().load_state,
         "not-found"
     );
-    let refused = systemd.restart(&unknown).await.unwrap_err();
+    let refused = systemd.restart(&unknown, Wait::Yes).await.unwrap_err();
     assert!(refused.to_string().contains("gh-nothing"), "{refused}");
 }

@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "ItemResult.state",
             "#[serde(serialize_with = \"crate::json::item_state\")]",
         )
+        // A tunnel token is a secret: it never reaches JSON output.
+        .field_attribute("TunnelSpec.token", "#[serde(skip_serializing)]")
         .build_transport(false)
         .codec_path("crate::codec::SmallCodec")
         .compile_fds(descriptors)?;

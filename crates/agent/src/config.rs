@@ -29,7 +29,37 @@ struct RawConfig {
     recheck_interval: Option<String>,
     log: Option<String>,
     caddy: Option<RawCaddy>,
+    tunnels: Option<RawTunnels>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnels {
+    cloudflared: Option<PathBuf>,
+    unit_dir: Option<PathBuf>,
+    metrics_ports: Option<String>,
+    check_interval: Option<String>,
+    restart_unready_after: Option<String>,
+}
+
+/// How tunnels run on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelsConfig {
+    /// The cloudflared executable.
+    pub cloudflared: PathBuf,
+    /// Where the agent writes its version of the tunnel template unit when its paths differ
+    /// from the packaged one's (`/etc/systemd/system`).
+    pub unit_dir: PathBuf,
+    /// The ports the agent hands out for cloudflared's metrics and `/ready` (127.0.0.1).
+    pub metrics_ports: std::ops::RangeInclusive<u16>,
+    /// How often each tunnel's `/ready` is read.
+    pub check_interval: Duration,
+    /// A tunnel whose `/ready` has failed this long is restarted.
+    pub restart_unready_after: Duration,
+}
+
+/// The packaged cloudflared path.
+pub const CLOUDFLARED: &str = "/usr/bin/cloudflared";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +111,7 @@ pub struct Config {
     pub caddy: Option<CaddyConfig>,
     /// The log filter (`GATEHOUSE_LOG` wins when set).
     pub log: String,
+    pub tunnels: TunnelsConfig,
 }
 
 /// Every path the agent writes, below one root so tests and dev mode run without root.
@@ -140,6 +171,11 @@ impl Paths {
     pub fn pending_keys(&self) -> PathBuf {
         self.state_dir.join("pending-keys.json")
     }
+
+    /// One directory per tunnel (0700) with its token file (0600) and its unit's settings.
+    pub fn tunnels(&self) -> PathBuf {
+        self.state_dir.join("tunnels")
+    }
 }
 
 /// `root` + an absolute path.
@@ -162,6 +198,13 @@ impl Config {
             recheck_interval: Duration::from_secs(60),
             caddy: Some(default_caddy(root)),
             log: "info".into(),
+            tunnels: TunnelsConfig {
+                cloudflared: PathBuf::from(CLOUDFLARED),
+                unit_dir: join_root(root, Path::new("/etc/systemd/system")),
+                metrics_ports: 20300..=20999,
+                check_interval: Duration::from_secs(5),
+                restart_unready_after: Duration::from_secs(60),
+            },
         }
     }
 
@@ -197,6 +240,10 @@ impl Config {
         }
         if let Some(raw_caddy) = raw.caddy {
             config.caddy = caddy_config(&root, raw_caddy).map_err(|(f, m)| field(f, m))?;
+        }
+        if let Some(raw_tunnels) = raw.tunnels {
+            tunnels_config(&root, &mut config.tunnels, raw_tunnels)
+                .map_err(|(f, m)| field(f, m))?;
         }
         if let Some(interval) = raw.report_interval {
             config.report_interval =
@@ -291,6 +338,62 @@ fn caddy_config(root: &Path, raw: RawCaddy) -> Result<Option<CaddyConfig>, (&'st
     Ok(Some(c))
 }
 
+/// Text that goes into a unit file as a path: absolute, without whitespace, quotes,
+/// backslashes or `%` (systemd's specifier character).
+fn unit_path(field: &'static str, path: &Path) -> Result<(), (&'static str, String)> {
+    let text = path.display().to_string();
+    if !path.is_absolute()
+        || text.contains(|c: char| c.is_whitespace() || c.is_control() || "\"'\\%;".contains(c))
+    {
+        return Err((
+            field,
+            format!(
+                "{text:?} must be an absolute path without whitespace, quotes, '\\', '%' or ';'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn tunnels_config(
+    root: &Path,
+    c: &mut TunnelsConfig,
+    raw: RawTunnels,
+) -> Result<(), (&'static str, String)> {
+    if let Some(bin) = raw.cloudflared {
+        unit_path("tunnels.cloudflared", &bin)?;
+        c.cloudflared = bin;
+    }
+    if let Some(dir) = raw.unit_dir {
+        c.unit_dir = join_root(root, &dir);
+    }
+    if let Some(ports) = raw.metrics_ports {
+        let bad = || {
+            (
+                "tunnels.metrics_ports",
+                format!("{ports:?} must be a port range like 20300-20999"),
+            )
+        };
+        let (a, b) = ports.split_once('-').ok_or_else(bad)?;
+        let (a, b): (u16, u16) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if a == 0 || a > b {
+            return Err(bad());
+        }
+        c.metrics_ports = a..=b;
+    }
+    if let Some(d) = raw.check_interval {
+        c.check_interval = parse_interval(&d).map_err(|m| ("tunnels.check_interval", m))?;
+    }
+    if let Some(d) = raw.restart_unready_after {
+        c.restart_unready_after =
+            parse_interval(&d).map_err(|m| ("tunnels.restart_unready_after", m))?;
+    }
+    Ok(())
+}
+
 /// Parses a duration such as `30s` or `5m`, at least one second.
 pub fn parse_interval(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text)
@@ -368,6 +471,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`caddy.sites_dir`"), "{e}");
+        for (text, field) in [
+            ("cloudflared = \"bin/cloudflared\"", "`tunnels.cloudflared`"),
+            (
+                "cloudflared = \"/opt/cf 1/cloudflared\"",
+                "`tunnels.cloudflared`",
+            ),
+            ("metrics_ports = \"30000-20000\"", "`tunnels.metrics_ports`"),
+            ("metrics_ports = \"many\"", "`tunnels.metrics_ports`"),
+            (
+                "restart_unready_after = \"0s\"",
+                "`tunnels.restart_unready_after`",
+            ),
+        ] {
+            let e = Config::parse(p, &format!("[tunnels]\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{e}");
+        }
+        let c = Config::parse(p, "[tunnels]\nmetrics_ports = \"21000-21009\"").unwrap();
+        assert_eq!(c.tunnels.metrics_ports, 21000..=21009);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod enroll;
 pub mod host;
 pub mod identity;
+mod logs;
 pub mod reconcile;
 pub mod reports;
 mod rotation;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_common::jitter;
-use gatehouse_proto::v1::Report;
+use gatehouse_proto::v1::{Report, TunnelStatus};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -86,8 +86,56 @@ impl Agent {
                 metrics: Some(report),
                 applied_generation: self.applied_generation(),
                 certificates: self.host.certs().inventory(),
+                tunnels: self.tunnel_status(),
             });
             next = Instant::now() + jitter(*interval.borrow());
+        }
+    }
+
+    /// Checks every tunnel on `tunnels.check_interval` until `shutdown`, whether or not the
+    /// controller is reachable: the watchdog restarts tunnels that stay unready, and a change
+    /// of a tunnel's state is reported at once (a rotation waits for it).
+    pub(crate) async fn watch_tunnels(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let every = self.config().tunnels.check_interval;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let wanted = self.applied_tunnels();
+            if wanted.is_empty() && self.tunnel_status().is_empty() {
+                continue;
+            }
+            let statuses = self.host.tunnels().check(&wanted, self.clock.now()).await;
+            let changed = {
+                let mut last = self.tunnel_status.lock().expect("tunnel status lock");
+                let key = |s: &[TunnelStatus]| -> Vec<(String, String, u32, bool, u64, u32)> {
+                    s.iter()
+                        .map(|t| {
+                            (
+                                t.name.clone(),
+                                t.active_state.clone(),
+                                t.main_pid,
+                                t.ready,
+                                t.revision,
+                                t.ready_connections,
+                            )
+                        })
+                        .collect()
+                };
+                let changed = key(&last) != key(&statuses);
+                *last = statuses.clone();
+                changed
+            };
+            if changed {
+                self.reports.push(Report {
+                    sampled_at: self.clock.now(),
+                    metrics: None,
+                    applied_generation: self.applied_generation(),
+                    certificates: self.host.certs().inventory(),
+                    tunnels: statuses,
+                });
+            }
         }
     }
 }

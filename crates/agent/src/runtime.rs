@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use gatehouse_common::Backoff;
-use gatehouse_proto::v1::{Ack, CertificateRequest, DesiredState, HostFacts, ItemResult};
+use gatehouse_proto::v1::{
+    Ack, CertificateRequest, DesiredState, HostFacts, ItemResult, TunnelStatus,
+};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,9 +20,11 @@ use crate::config::{Config, Paths};
 use crate::host::caddy::Caddy;
 use crate::host::certs::CertStore;
 use crate::host::files::Owner;
+use crate::host::systemd::Systemd;
 use crate::host::{files, metrics};
 use crate::identity::{self, Enrollment, Identity, IdentityError};
 use crate::reconcile::Host;
+use crate::reconcile::tunnels::Tunnels;
 use crate::reports::ReportBuffer;
 use crate::session;
 use crate::state;
@@ -84,6 +88,8 @@ pub struct Agent {
     pub(crate) reports: ReportBuffer,
     pub(crate) facts: Mutex<HostFacts>,
     pub(crate) host: Host,
+    /// Each tunnel as the last health check saw it.
+    pub(crate) tunnel_status: Mutex<Vec<TunnelStatus>>,
     /// The results last sent in an Ack, to send again only when they change.
     last_results: Mutex<(u64, Vec<ItemResult>)>,
     /// Each item's state and message as last logged (`None`: applied), so a change is logged
@@ -92,6 +98,15 @@ pub struct Agent {
     /// Why the applied state could not be saved for the next start (a full disk): it is
     /// applied all the same, and saved again at every pass until that works.
     unsaved: Mutex<Option<String>>,
+}
+
+/// The host's tunnels as `config` runs them.
+fn tunnels(config: &Config) -> Tunnels {
+    Tunnels::new(
+        config.tunnels.clone(),
+        config.paths.tunnels(),
+        Systemd::host(),
+    )
 }
 
 /// The owner of site certificate files: Caddy's user, when the agent can chown to it.
@@ -164,10 +179,12 @@ impl Agent {
                 &paths.certificates_index(),
                 cert_owner(&config),
             ),
+            tunnels(&config),
         )
         .with_pending_file(paths.pending_keys());
         let agent = Arc::new(Self {
             host,
+            tunnel_status: Mutex::default(),
             last_results: Mutex::default(),
             logged: Mutex::default(),
             unsaved: Mutex::default(),
@@ -223,6 +240,9 @@ impl Agent {
         if config.caddy != old.caddy {
             self.host.set_caddy(config.caddy.clone().map(Caddy::new));
         }
+        if config.tunnels != old.tunnels {
+            self.host.set_tunnels(tunnels(&config));
+        }
         let changed: Vec<&str> = [
             ("log", config.log != old.log),
             (
@@ -238,6 +258,7 @@ impl Agent {
                 config.stream_timeout != old.stream_timeout,
             ),
             ("caddy", config.caddy != old.caddy),
+            ("tunnels", config.tunnels != old.tunnels),
         ]
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
@@ -283,8 +304,10 @@ impl Agent {
     /// Runs until `shutdown`: the metrics sampler and the connection loop.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let sampler = tokio::spawn(self.clone().sample_metrics(shutdown.clone()));
+        let watchdog = tokio::spawn(self.clone().watch_tunnels(shutdown.clone()));
         self.connection_loop(&shutdown).await;
         let _ = sampler.await;
+        let _ = watchdog.await;
         self.update_status(|s| {
             s.connected = false;
             s.connected_since = None;
@@ -348,6 +371,24 @@ impl Agent {
                 return false;
             }
         }
+    }
+
+    /// The tunnels of the applied state, validated.
+    pub(crate) fn applied_tunnels(&self) -> Vec<gatehouse_proto::spec::Tunnel> {
+        self.applied
+            .lock()
+            .expect("applied lock")
+            .as_ref()
+            .map(|d| gatehouse_proto::spec::ValidState::from_state(d).tunnels)
+            .unwrap_or_default()
+    }
+
+    /// Each tunnel as the last health check saw it.
+    pub(crate) fn tunnel_status(&self) -> Vec<TunnelStatus> {
+        self.tunnel_status
+            .lock()
+            .expect("tunnel status lock")
+            .clone()
     }
 
     /// A stream was accepted: the status says so, and its first pass acknowledges again.

@@ -19,7 +19,7 @@ use gatehouse_proto::v1::agent_service_client::AgentServiceClient;
 use gatehouse_proto::v1::controller_message::Msg as Down;
 use gatehouse_proto::v1::{
     AgentMessage, CertificateInventory, CertificateRequest, ControllerMessage, DesiredState, Hello,
-    IdentityRenewal, Ping, Pong, Report,
+    IdentityRenewal, LogsRequest, Ping, Pong, Report,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +51,8 @@ enum Key {
     IdentityRenewal,
     Ping,
     Pong,
+    /// One batch of journal lines: (request, batch number).
+    Logs(u64, u64),
 }
 
 /// When a certificate request was last sent on this stream.
@@ -112,6 +114,9 @@ struct Session<'a> {
     retry_at: Option<Instant>,
     /// The certificate inventory the controller was last told.
     told: Option<Vec<CertificateInventory>>,
+    /// Journal readers by request id; all stop with the session.
+    logs: HashMap<u64, CancellationToken>,
+    logs_stop: CancellationToken,
 }
 
 /// Connects, says hello, and runs the stream until it ends. `established` tells the caller
@@ -160,8 +165,11 @@ pub(crate) async fn run(
         dirty: true,
         retry_at: None,
         told: None,
+        logs: HashMap::new(),
+        logs_stop: CancellationToken::new(),
     };
     let result = session.serve(&mut inbound, shutdown).await;
+    session.logs_stop.cancel();
     session.outbox.close();
     result
 }
@@ -271,6 +279,12 @@ impl Session<'_> {
                 self.agent.host.issuance_failed(&e.name, &e.error);
                 self.dirty = true;
             }
+            Some(Down::LogsRequest(request)) => self.start_logs(request),
+            Some(Down::LogsCancel(c)) => {
+                if let Some(reader) = self.logs.remove(&c.id) {
+                    reader.cancel();
+                }
+            }
             Some(Down::Ping(ping)) => self.push(Key::Pong, Up::Pong(Pong { nonce: ping.nonce }))?,
             Some(Down::Pong(pong)) => self.liveness.pong(pong.nonce),
             Some(Down::Goodbye(bye)) => {
@@ -332,11 +346,40 @@ impl Session<'_> {
                     metrics: None,
                     applied_generation: self.agent.applied_generation(),
                     certificates: inventory.clone(),
+                    tunnels: self.agent.tunnel_status(),
                 }),
             )?;
             self.told = Some(inventory);
         }
         Ok(())
+    }
+
+    /// Reads a tunnel's journal in a task of its own: the stream keeps being read meanwhile.
+    fn start_logs(&mut self, request: LogsRequest) {
+        self.logs.retain(|_, reader| !reader.is_cancelled());
+        let reader = self.logs_stop.child_token();
+        if let Some(old) = self.logs.insert(request.id, reader.clone()) {
+            old.cancel();
+        }
+        let outbox = self.outbox.clone();
+        let tunnels = self.agent.host.tunnels();
+        let id = request.id;
+        let batches = std::sync::atomic::AtomicU64::new(0);
+        let done = reader.clone();
+        tokio::spawn(async move {
+            crate::logs::serve(tunnels, request, reader, |lines| {
+                let n = batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let last = lines.done;
+                let sent = outbox
+                    .push(Key::Logs(id, n), up(Up::LogLines(lines)))
+                    .is_ok();
+                if last {
+                    done.cancel();
+                }
+                sent
+            })
+            .await;
+        });
     }
 
     fn start_rotation(&mut self) -> Result<(), SessionError> {

@@ -68,6 +68,7 @@ fn report() -> Report {
         }),
         applied_generation: 0,
         certificates: vec![],
+        tunnels: vec![],
     }
 }
 

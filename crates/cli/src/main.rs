@@ -90,6 +90,9 @@ enum Command {
     /// ACME accounts (Let's Encrypt, Google, ZeroSSL, any directory).
     #[command(subcommand)]
     Acme(commands::acme::AcmeCommand),
+    /// Cloudflare Tunnels on agents: create, route, logs, restart, rotate, delete.
+    #[command(subcommand)]
+    Tunnel(commands::tunnels::TunnelCommand),
     /// Print a shell completion script: `gatehousectl completions bash > /etc/bash_completion.d/gatehousectl`.
     Completions {
         #[arg(value_enum)]

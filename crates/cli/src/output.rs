@@ -76,6 +76,14 @@ pub fn json(value: &impl serde::Serialize) {
     );
 }
 
+/// Prints one value as one line of JSON (a stream of lines for scripts).
+pub fn json_line(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("values serialise")
+    );
+}
+
 /// A Unix time as RFC 3339, or "-" for 0.
 pub fn time(unix: i64) -> String {
     if unix <= 0 {

@@ -100,6 +100,8 @@ pub(crate) struct Faults {
     pub server_errors: u32,
     pub server_status: u16,
     pub write_errors: u32,
+    /// Writes that are carried out but answered 502, as when the answer is lost on the way.
+    pub lost_responses: u32,
     pub delay: Duration,
 }
 
@@ -326,6 +328,11 @@ impl Emulator {
     /// that may read but not edit; reads still work.
     pub fn fail_writes(&self, n: u32) {
         self.with(|s| s.faults.write_errors = n);
+    }
+
+    /// The next `n` writes are carried out, but answered HTTP 502 (the answer was lost).
+    pub fn lose_responses(&self, n: u32) {
+        self.with(|s| s.faults.lost_responses = n);
     }
 
     /// Every answer is delayed by `delay`.

@@ -28,6 +28,7 @@ pub mod sites;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+pub mod tunnels;
 
 /// What every service shares.
 #[derive(Debug)]

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::names::{DomainName, HeaderName, HeaderValue, NameError, ResourceName, Upstream};
+use crate::names::{
+    DomainName, HeaderName, HeaderValue, NameError, ResourceName, TunnelName, TunnelToken, Upstream,
+};
 use crate::v1;
 
 /// A spec item that cannot be used, and why.
@@ -240,6 +242,7 @@ impl TryFrom<&v1::CertificateSpec> for Certificate {
 pub struct ValidState {
     pub certificates: Vec<Certificate>,
     pub sites: Vec<Site>,
+    pub tunnels: Vec<Tunnel>,
     pub errors: Vec<SpecError>,
 }
 
@@ -276,7 +279,44 @@ impl ValidState {
                 Err(e) => out.errors.push(e),
             }
         }
+        for spec in &state.tunnels {
+            match Tunnel::try_from(spec) {
+                Ok(t) if out.tunnels.iter().any(|o| o.name == t.name) => out.errors.push(
+                    SpecError::new(&format!("tunnel/{}", t.name), "duplicate name"),
+                ),
+                Ok(t) => out.tunnels.push(t),
+                Err(e) => out.errors.push(e),
+            }
+        }
         out
+    }
+}
+
+/// A validated tunnel: its unit's name and the token it runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    pub name: TunnelName,
+    pub token: TunnelToken,
+    pub revision: u64,
+}
+
+impl TryFrom<&v1::TunnelSpec> for Tunnel {
+    type Error = SpecError;
+    fn try_from(spec: &v1::TunnelSpec) -> Result<Self, SpecError> {
+        let item = format!("tunnel/{}", spec.name);
+        let name = spec
+            .name
+            .parse()
+            .map_err(|e: NameError| SpecError::new(&item, e))?;
+        let token = spec
+            .token
+            .parse()
+            .map_err(|e: NameError| SpecError::new(&item, e))?;
+        Ok(Self {
+            name,
+            token,
+            revision: spec.revision,
+        })
     }
 }
 
@@ -363,6 +403,35 @@ mod tests {
             );
             assert!(err.item.starts_with("site/"));
         }
+    }
+
+    #[test]
+    fn hostile_tunnel_specs_are_refused_naming_the_field() {
+        let spec = |name: &str, token: &str| v1::TunnelSpec {
+            name: name.into(),
+            token: token.into(),
+            revision: 0,
+        };
+        let state = v1::DesiredState {
+            tunnels: vec![
+                spec("odoo", "eyJhIjoiYSJ9"),
+                spec("../etc", "eyJhIjoiYSJ9"),
+                spec("a@b.service", "eyJhIjoiYSJ9"),
+                spec("x;reboot", "eyJhIjoiYSJ9"),
+                spec("ok", "tok en"),
+                spec("odoo", "eyJhIjoiYSJ9"),
+            ],
+            ..Default::default()
+        };
+        let valid = ValidState::from_state(&state);
+        assert_eq!(valid.tunnels.len(), 1);
+        let reasons: Vec<String> = valid.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        for r in &reasons[..3] {
+            assert!(r.contains("tunnel name"), "{r}");
+        }
+        assert!(reasons[3].contains("token") && !reasons[3].contains("tok en"));
+        assert!(reasons[4].contains("duplicate name"));
     }
 
     #[test]

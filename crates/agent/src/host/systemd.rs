@@ -97,8 +97,9 @@ impl Systemd {
         Self { prefix }
     }
 
-    async fn run(&self, program: &str, args: &[&str]) -> Result<String, SystemdError> {
-        let (bin, rest): (OsString, Vec<OsString>) = match self.prefix.split_first() {
+    /// The program to start and its first arguments: `program` itself, or the prefix then it.
+    fn argv(&self, program: &str) -> (OsString, Vec<OsString>) {
+        match self.prefix.split_first() {
             Some((first, more)) => (
                 first.clone(),
                 more.iter()
@@ -107,7 +108,11 @@ impl Systemd {
                     .collect(),
             ),
             None => (program.into(), Vec::new()),
-        };
+        }
+    }
+
+    async fn run(&self, program: &str, args: &[&str]) -> Result<String, SystemdError> {
+        let (bin, rest) = self.argv(program);
         let out = tokio::process::Command::new(&bin)
             .args(rest)
             .args(args)
@@ -137,8 +142,8 @@ impl Systemd {
     }
 
     /// Enables the unit and starts it now.
-    pub async fn enable_now(&self, unit: &UnitName) -> Result<(), SystemdError> {
-        self.systemctl(&["enable", "--now", unit.as_str()])
+    pub async fn enable_now(&self, unit: &UnitName, wait: Wait) -> Result<(), SystemdError> {
+        self.systemctl(&wait.with(&["enable", "--now", unit.as_str()]))
             .await
             .map(drop)
     }
@@ -151,8 +156,30 @@ impl Systemd {
     }
 
     /// Restarts the unit (starts it when stopped).
-    pub async fn restart(&self, unit: &UnitName) -> Result<(), SystemdError> {
-        self.systemctl(&["restart", unit.as_str()]).await.map(drop)
+    pub async fn restart(&self, unit: &UnitName, wait: Wait) -> Result<(), SystemdError> {
+        self.systemctl(&wait.with(&["restart", unit.as_str()]))
+            .await
+            .map(drop)
+    }
+
+    /// The loaded units whose names match `pattern` (a systemctl glob such as
+    /// `gatehouse-tunnel@*.service`), whatever their state.
+    pub async fn units(&self, pattern: &str) -> Result<Vec<UnitName>, SystemdError> {
+        let text = self
+            .systemctl(&[
+                "list-units",
+                "--all",
+                "--plain",
+                "--no-legend",
+                "--full",
+                pattern,
+            ])
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|n| n.parse().ok())
+            .collect())
     }
 
     /// Where the unit stands; a unit systemd does not know is `not-found`, not an error.
@@ -178,6 +205,57 @@ impl Systemd {
             )
             .await?;
         Ok(text.lines().map(str::to_owned).collect())
+    }
+
+    /// The unit's last `lines` log lines, then every new one as it is written: `journalctl
+    /// --follow` with its output piped. Dropping the child stops it.
+    pub fn follow(
+        &self,
+        unit: &UnitName,
+        lines: u32,
+    ) -> Result<tokio::process::Child, SystemdError> {
+        let n = lines.to_string();
+        let args = [
+            "-u",
+            unit.as_str(),
+            "-n",
+            &n,
+            "-o",
+            "cat",
+            "--no-pager",
+            "--follow",
+        ];
+        let (bin, rest) = self.argv("journalctl");
+        tokio::process::Command::new(bin)
+            .args(rest)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| SystemdError::Spawn {
+                program: "journalctl".into(),
+                source,
+            })
+    }
+}
+
+/// Whether a start or restart waits for the unit to be up (`Type=notify`: its READY=1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Yes,
+    /// `--no-block`: the job is queued and the call returns.
+    No,
+}
+
+impl Wait {
+    fn with<'a>(self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        if self == Wait::No {
+            v.insert(0, "--no-block");
+        }
+        v
     }
 }
 

@@ -337,12 +337,9 @@ impl Certificates {
     }
 }
 
-impl Resource for Certificates {
-    type Desired = Desired;
-    type Observed = Observed;
-    type Change = Change;
-
-    fn observe(&self) -> Result<Observed, String> {
+impl Certificates {
+    /// What is installed and what waits for a certificate (no I/O beyond the index).
+    fn read_host(&self) -> Result<Observed, String> {
         let installed = self.store.current().map_err(|e| e.to_string())?;
         let waiting = self
             .pending
@@ -361,6 +358,16 @@ impl Resource for Certificates {
             })
             .collect();
         Ok(Observed { installed, waiting })
+    }
+}
+
+impl Resource for Certificates {
+    type Desired = Desired;
+    type Observed = Observed;
+    type Change = Change;
+
+    async fn observe(&self) -> Result<Observed, String> {
+        self.read_host()
     }
 
     fn plan(desired: &Desired, observed: &Observed) -> Vec<Change> {
@@ -426,7 +433,7 @@ impl Resource for Certificates {
             }
         }
         let usable = self.usable(&desired.certs);
-        let waiting = self.observe().map(|o| o.waiting).unwrap_or_default();
+        let waiting = self.read_host().map(|o| o.waiting).unwrap_or_default();
         for cert in &desired.certs {
             let name = cert.name.to_string();
             let item: Item = ("certificate", name.clone());

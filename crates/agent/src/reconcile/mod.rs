@@ -2,11 +2,12 @@
 //! observe the host, a pure `plan(desired, observed)` with no I/O, `apply` the changes, and an
 //! outcome with a typed result per item and when to look again. A pass rebuilds the whole
 //! picture each time, so running it twice changes nothing and drift is repaired: certificates
-//! first (keys made here, CSRs to the controller), then Caddy sites, then old certificate
-//! versions are pruned.
+//! first (keys made here, CSRs to the controller), then Caddy sites, then tunnels, then old
+//! certificate versions are pruned.
 
 pub mod certificates;
 pub mod sites;
+pub mod tunnels;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use crate::host::caddy::Caddy;
 use crate::host::certs::{CertStore, Installed};
 use certificates::Certificates;
 use sites::Sites;
+use tunnels::Tunnels;
 
 /// One kind of host resource.
 pub trait Resource {
@@ -32,7 +34,7 @@ pub trait Resource {
     type Change;
 
     /// Reads the host.
-    fn observe(&self) -> Result<Self::Observed, String>;
+    fn observe(&self) -> impl Future<Output = Result<Self::Observed, String>> + Send;
 
     /// The steps that turn `observed` into `desired`: pure, and empty when up to date.
     fn plan(desired: &Self::Desired, observed: &Self::Observed) -> Vec<Self::Change>;
@@ -58,7 +60,7 @@ async fn pass<R: Resource + Sync>(
     R::Change: Send,
 {
     let span = tracing::debug_span!("resource", resource = kind);
-    match span.in_scope(|| resource.observe()) {
+    match tracing::Instrument::instrument(resource.observe(), span.clone()).await {
         Ok(observed) => {
             let changes = span.in_scope(|| R::plan(desired, &observed));
             tracing::Instrument::instrument(resource.apply(desired, changes, out), span).await;
@@ -116,15 +118,28 @@ pub struct Host {
     certificates: Certificates,
     /// `None` when Caddy is not managed on this host; a config reload may replace it.
     sites: RwLock<Option<Arc<Sites>>>,
+    /// A config reload may replace it.
+    tunnels: RwLock<Arc<Tunnels>>,
 }
 
 impl Host {
     /// `caddy` is `None` when Caddy is not managed on this host.
-    pub fn new(caddy: Option<Caddy>, certs: CertStore) -> Self {
+    pub fn new(caddy: Option<Caddy>, certs: CertStore, tunnels: Tunnels) -> Self {
         Self {
             certificates: Certificates::new(certs),
             sites: RwLock::new(caddy.map(|c| Arc::new(Sites::new(c)))),
+            tunnels: RwLock::new(Arc::new(tunnels)),
         }
+    }
+
+    /// Runs tunnels as given from the next pass on.
+    pub fn set_tunnels(&self, tunnels: Tunnels) {
+        *self.tunnels.write().expect("tunnels lock") = Arc::new(tunnels);
+    }
+
+    /// The tunnels on this host.
+    pub fn tunnels(&self) -> Arc<Tunnels> {
+        self.tunnels.read().expect("tunnels lock").clone()
     }
 
     /// Manages Caddy as given from the next pass on (`None`: not at all).
@@ -184,6 +199,11 @@ impl Host {
                 }
             }
         }
+        let tunnels = self.tunnels();
+        let desired = tunnels::Desired {
+            tunnels: valid.tunnels.clone(),
+        };
+        pass(tunnels.as_ref(), "tunnels", &desired, &mut out).await;
         // Whatever the other items did: the index keeps the versions a restored site may use.
         let wanted: BTreeSet<String> = valid
             .certificates

@@ -90,7 +90,7 @@ impl Resource for Sites {
     type Observed = BTreeMap<String, String>;
     type Change = FileChange;
 
-    fn observe(&self) -> Result<Self::Observed, String> {
+    async fn observe(&self) -> Result<Self::Observed, String> {
         self.caddy.observe().map_err(|e| e.to_string())
     }
 

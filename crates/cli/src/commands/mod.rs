@@ -10,6 +10,7 @@ pub mod certs;
 pub mod cloudflare;
 pub mod sites;
 pub mod tokens;
+pub mod tunnels;
 
 use crate::args::labels_arg;
 use crate::{Cli, Command};
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             labels_arg(labels)?;
         }
         Command::Site(cmd) => sites::check(cmd)?,
+        Command::Tunnel(cmd) => tunnels::check(cmd)?,
         _ => {}
     }
     let mut client = crate::client::connect(&cli).await?;
@@ -40,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert(cmd) => certs::run(&mut client, cmd, out).await,
         Command::Cloudflare(cmd) => cloudflare::run(&mut client, cmd, out).await,
         Command::Acme(cmd) => acme::run(&mut client, cmd, out).await,
+        Command::Tunnel(cmd) => tunnels::run(&mut client, cmd, out).await,
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("answered before connecting")
         }

@@ -239,7 +239,21 @@ async fn faults_and_auth(AxumState(app): AxumState<App>, request: Request, next:
     }
     let verify = request.uri().path().ends_with("/user/tokens/verify");
     match token_ok {
-        Some(true) => next.run(request).await,
+        Some(true) => {
+            let write = request.method() != axum::http::Method::GET;
+            let done = next.run(request).await;
+            let lost = write && {
+                let mut s = app.state.lock().expect("emulator lock");
+                let lost = s.faults.lost_responses > 0;
+                s.faults.lost_responses = s.faults.lost_responses.saturating_sub(1);
+                lost
+            };
+            if lost {
+                // The write happened; its answer never reached the caller.
+                return fail(StatusCode::BAD_GATEWAY, &[(10000, "Bad gateway")]);
+            }
+            done
+        }
         _ if verify => fail(StatusCode::UNAUTHORIZED, &[(1000, "Invalid API Token")]),
         Some(false) => fail(StatusCode::FORBIDDEN, &[(9109, "Invalid access token")]),
         None => fail(StatusCode::FORBIDDEN, &[(10000, "Authentication error")]),

@@ -2,7 +2,7 @@
 
 use gatehouse_proto::v1::*;
 
-use super::Audited;
+use super::{Audited, ItemStream};
 use crate::Shared;
 use crate::backup::BackupError;
 use crate::error::{Error, Result};
@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 const CHUNK: usize = 1 << 20;
 
 impl Audited for CreateBackupRequest {
-    type Response = Vec<BackupChunk>;
+    type Response = ItemStream<BackupChunk>;
     fn target(&self) -> String {
         "store".into()
     }
@@ -30,12 +30,13 @@ impl From<BackupError> for Error {
 pub(super) async fn create_backup(
     shared: &Shared,
     _: CreateBackupRequest,
-) -> Result<Vec<BackupChunk>> {
+) -> Result<ItemStream<BackupChunk>> {
     // The snapshot is made where the store lives: it holds the sealed secrets.
     let (_, bytes) =
         crate::backup::encode(&shared.store, &shared.config().data_dir, shared.now()).await?;
-    Ok(bytes
+    let chunks: Vec<_> = bytes
         .chunks(CHUNK)
-        .map(|c| BackupChunk { data: c.to_vec() })
-        .collect())
+        .map(|c| Ok(BackupChunk { data: c.to_vec() }))
+        .collect();
+    Ok(Box::pin(futures_util::stream::iter(chunks)))
 }

@@ -11,6 +11,7 @@ mod certificates;
 mod cloudflare;
 mod sites;
 mod tokens;
+mod tunnels;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,10 @@ use crate::store::StoreError;
 pub struct AdminApi {
     shared: Arc<Shared>,
 }
+
+/// What a streaming call answers with.
+pub type ItemStream<T> =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// What an audited request is about, as its audit entry names it.
 trait Audited {
@@ -205,7 +210,7 @@ macro_rules! admin_api {
             $($rpc:ident($req:ty) -> $resp:ty: $role:ident $(audit $action:literal)? => $feature:ident;)*
         }
         streams {
-            $($srpc:ident($sreq:ty) -> stream $stream:ident of $item:ty: $srole:ident audit $saction:literal => $sfeature:ident;)*
+            $($srpc:ident($sreq:ty) -> stream $stream:ident of $item:ty: $srole:ident $(audit $saction:literal)? => $sfeature:ident;)*
         }
     ) => {
         #[tonic::async_trait]
@@ -219,15 +224,12 @@ macro_rules! admin_api {
                 }
             )*
             $(
-                type $stream = std::pin::Pin<Box<
-                    dyn futures_util::Stream<Item = Result<$item, Status>> + Send + 'static,
-                >>;
+                type $stream = ItemStream<$item>;
 
                 async fn $srpc(&self, request: Request<$sreq>) -> Result<Response<Self::$stream>, Status> {
                     let actor = self.caller(&request).await?;
                     let request = request.into_inner();
-                    let items: Vec<$item> = admin_api!(@run self, actor, request, $srole, $sfeature::$srpc, $srpc, $saction)?;
-                    let stream: Self::$stream = Box::pin(futures_util::stream::iter(items.into_iter().map(Ok)));
+                    let stream: Self::$stream = admin_api!(@run self, actor, request, $srole, $sfeature::$srpc, $srpc $(, $saction)?)?;
                     Ok(Response::new(stream))
                 }
             )*
@@ -283,10 +285,20 @@ admin_api! {
 
         create_acme_account(CreateAcmeAccountRequest) -> AcmeAccount: Admin audit "acme.account.create" => acme;
         list_acme_accounts(ListAcmeAccountsRequest) -> ListAcmeAccountsResponse: Viewer => acme;
+
+        create_tunnel(CreateTunnelRequest) -> Tunnel: Operator audit "tunnel.create" => tunnels;
+        list_tunnels(ListTunnelsRequest) -> ListTunnelsResponse: Viewer => tunnels;
+        get_tunnel(GetTunnelRequest) -> Tunnel: Viewer => tunnels;
+        add_tunnel_route(TunnelRouteRequest) -> Tunnel: Operator audit "tunnel.route.add" => tunnels;
+        remove_tunnel_route(TunnelRouteRequest) -> Tunnel: Operator audit "tunnel.route.remove" => tunnels;
+        restart_tunnel(GetTunnelRequest) -> Tunnel: Operator audit "tunnel.restart" => tunnels;
+        rotate_tunnel(GetTunnelRequest) -> Tunnel: Operator audit "tunnel.rotate" => tunnels;
+        delete_tunnel(DeleteTunnelRequest) -> Tunnel: Operator audit "tunnel.delete" => tunnels;
     }
 
     streams {
         create_backup(CreateBackupRequest) -> stream CreateBackupStream of BackupChunk: Admin audit "backup.create" => backup;
+        get_tunnel_logs(GetTunnelLogsRequest) -> stream GetTunnelLogsStream of TunnelLogLines: Viewer => tunnels;
     }
 }
 

@@ -63,6 +63,14 @@ impl CloudflareError {
         matches!(self, CloudflareError::Api { errors, .. } if errors.iter().any(|e| e.code == code))
     }
 
+    /// The HTTP status Cloudflare answered with, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CloudflareError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// Whether the token itself was refused (bad, revoked, or without permission).
     pub fn is_auth(&self) -> bool {
         matches!(

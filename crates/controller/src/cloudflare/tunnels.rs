@@ -17,6 +17,9 @@ pub struct Tunnel {
     pub status: String,
     #[serde(default)]
     pub connections: Vec<TunnelConnection>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub created_at: String,
 }
 
 /// One edge connection of a connector.

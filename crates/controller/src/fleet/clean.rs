@@ -4,9 +4,10 @@
 //! dropped when they do not have it. A compromised host can then put nothing into a table, a
 //! log line or the audit trail that rewrites what an operator sees.
 
+use gatehouse_proto::names::TunnelName;
 use gatehouse_proto::names::{DomainName, ResourceName};
 use gatehouse_proto::text::escape;
-use gatehouse_proto::v1::{Ack, CertificateInventory, HostFacts, Report};
+use gatehouse_proto::v1::{Ack, CertificateInventory, HostFacts, Report, TunnelStatus};
 
 /// The longest item error kept.
 const ERROR_MAX: usize = 2000;
@@ -59,9 +60,19 @@ pub fn ack(ack: &mut Ack) {
     }
 }
 
+/// The most tunnels a report may carry.
+const TUNNELS_MAX: usize = 1000;
+
 /// Cleans a report in place: entries without their shape are dropped.
 pub fn report(report: &mut Report) {
     report.certificates.retain(certificate_shaped);
+    report
+        .tunnels
+        .retain(|t| t.name.parse::<TunnelName>().is_ok());
+    report.tunnels.truncate(TUNNELS_MAX);
+    for t in &mut report.tunnels {
+        tunnel(t);
+    }
     if let Some(m) = &mut report.metrics {
         m.filesystems.retain(|f| path_shaped(&f.mount_point));
         for f in &mut m.filesystems {
@@ -69,6 +80,13 @@ pub fn report(report: &mut Report) {
         }
         m.interfaces.retain(|i| interface_shaped(&i.name));
     }
+}
+
+fn tunnel(t: &mut TunnelStatus) {
+    t.active_state = bounded(&t.active_state, 32);
+    t.sub_state = bounded(&t.sub_state, 32);
+    t.connector_id = bounded(&t.connector_id, 64);
+    t.error = bounded(&t.error, ERROR_MAX);
 }
 
 fn certificate_shaped(c: &CertificateInventory) -> bool {
@@ -137,6 +155,35 @@ mod tests {
         ack(&mut fine);
         assert_eq!(fine.results[0].item(), "certificate/www");
         assert!(item_shaped("settings", "agent") && item_shaped("caddy", ""));
+    }
+
+    #[test]
+    fn tunnel_statuses_need_a_tunnel_name_and_their_text_is_escaped() {
+        let mut r = Report::default();
+        for bad in HOSTILE {
+            r.tunnels.push(TunnelStatus {
+                name: bad.into(),
+                ..Default::default()
+            });
+            r.tunnels.push(TunnelStatus {
+                name: "odoo".into(),
+                active_state: bad.into(),
+                error: bad.repeat(1000),
+                connector_id: bad.into(),
+                ..Default::default()
+            });
+        }
+        report(&mut r);
+        assert_eq!(r.tunnels.len(), HOSTILE.len());
+        for t in &r.tunnels {
+            for text in [&t.active_state, &t.error, &t.connector_id] {
+                assert!(
+                    !text.chars().any(gatehouse_proto::text::is_unsafe),
+                    "{text:?}"
+                );
+            }
+            assert!(t.error.chars().count() <= ERROR_MAX + 1);
+        }
     }
 
     #[test]

@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use gatehouse_proto::v1::agent_message::Msg as Up;
 use gatehouse_proto::v1::controller_message::Msg as Down;
 use gatehouse_proto::v1::{
-    AgentMessage, CertificateInventory, ControllerMessage, HostMetrics, Report,
+    AgentMessage, CertificateInventory, ControllerMessage, HostMetrics, LogLines, Report,
+    TunnelStatus,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// What the controller knows of an agent right now.
@@ -27,6 +28,8 @@ pub struct LiveView {
     pub metrics_sampled_at: i64,
     /// Certificates installed on the host, from its latest report.
     pub certificates: Vec<CertificateInventory>,
+    /// Tunnels on the host, from its latest report.
+    pub tunnels: Vec<TunnelStatus>,
 }
 
 #[derive(Debug, Default)]
@@ -40,7 +43,14 @@ struct Live {
 struct Session {
     id: u64,
     cancel: CancellationToken,
+    commands: mpsc::Sender<ControllerMessage>,
 }
+
+/// Requests for one agent (logs) that may wait for its stream; past it the caller is told
+/// to try again.
+const COMMANDS: usize = 16;
+/// Batches of log lines that may wait for one reader.
+const LOG_BATCHES: usize = 64;
 
 /// A stream's registration; closing the stream hands it back with [`Fleet::close`].
 #[derive(Debug)]
@@ -48,7 +58,14 @@ pub struct SessionTicket {
     pub id: u64,
     pub cancel: CancellationToken,
     pub changed: Arc<Notify>,
+    /// Messages for the agent from elsewhere in the controller (a log request).
+    pub commands: mpsc::Receiver<ControllerMessage>,
 }
+
+/// The agent has no stream open here.
+#[derive(Debug, thiserror::Error)]
+#[error("agent {0} is not connected to this controller")]
+pub struct NotConnected(pub String);
 
 /// The registry. Cheap operations under one mutex; nothing awaits while holding it.
 #[derive(Debug, Default)]
@@ -57,9 +74,12 @@ pub struct Fleet {
     next_session: std::sync::atomic::AtomicU64,
     /// Stream messages by direction and kind, for `/metrics`.
     pub messages: MessageCounts,
+    /// Log readers by request id: the agent asked, and where its lines go.
+    log_readers: Mutex<HashMap<u64, (String, mpsc::Sender<LogLines>)>>,
+    next_logs: AtomicU64,
 }
 
-const UP_KINDS: [&str; 8] = [
+const UP_KINDS: [&str; 9] = [
     "hello",
     "ack",
     "report",
@@ -67,9 +87,10 @@ const UP_KINDS: [&str; 8] = [
     "certificate_request",
     "ping",
     "pong",
+    "log_lines",
     "empty",
 ];
-const DOWN_KINDS: [&str; 8] = [
+const DOWN_KINDS: [&str; 10] = [
     "desired_state",
     "identity_certificate",
     "goodbye",
@@ -77,6 +98,8 @@ const DOWN_KINDS: [&str; 8] = [
     "certificate_error",
     "ping",
     "pong",
+    "logs_request",
+    "logs_cancel",
     "error",
 ];
 
@@ -98,7 +121,8 @@ impl MessageCounts {
             Some(Up::CertificateRequest(_)) => 4,
             Some(Up::Ping(_)) => 5,
             Some(Up::Pong(_)) => 6,
-            None => 7,
+            Some(Up::LogLines(_)) => 7,
+            None => 8,
         };
         self.received[i].fetch_add(1, Ordering::Relaxed);
     }
@@ -113,7 +137,9 @@ impl MessageCounts {
             Ok(Some(Down::CertificateError(_))) => 4,
             Ok(Some(Down::Ping(_))) => 5,
             Ok(Some(Down::Pong(_))) => 6,
-            Ok(None) | Err(_) => 7,
+            Ok(Some(Down::LogsRequest(_))) => 7,
+            Ok(Some(Down::LogsCancel(_))) => 8,
+            Ok(None) | Err(_) => 9,
         };
         self.sent[i].fetch_add(1, Ordering::Relaxed);
     }
@@ -139,11 +165,13 @@ impl Fleet {
             .next_session
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cancel = CancellationToken::new();
+        let (commands, receiver) = mpsc::channel(COMMANDS);
         let mut agents = self.agents.lock().expect("fleet lock");
         let live = agents.entry(agent.to_owned()).or_default();
         if let Some(old) = live.session.replace(Session {
             id,
             cancel: cancel.clone(),
+            commands,
         }) {
             old.cancel.cancel();
         }
@@ -154,6 +182,50 @@ impl Fleet {
             id,
             cancel,
             changed: live.changed.clone(),
+            commands: receiver,
+        }
+    }
+
+    /// Sends `message` down the agent's stream (through its session's outbox).
+    pub fn command(&self, agent: &str, message: Down) -> Result<(), NotConnected> {
+        let agents = self.agents.lock().expect("fleet lock");
+        let session = agents
+            .get(agent)
+            .and_then(|l| l.session.as_ref())
+            .ok_or_else(|| NotConnected(agent.to_owned()))?;
+        session
+            .commands
+            .try_send(ControllerMessage { msg: Some(message) })
+            .map_err(|_| NotConnected(agent.to_owned()))
+    }
+
+    /// A new log request id for `agent`, and where its lines arrive.
+    pub fn open_logs(&self, agent: &str) -> (u64, mpsc::Receiver<LogLines>) {
+        let id = self.next_logs.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::channel(LOG_BATCHES);
+        self.log_readers
+            .lock()
+            .expect("log readers lock")
+            .insert(id, (agent.to_owned(), tx));
+        (id, rx)
+    }
+
+    /// Forgets a log reader (its caller hung up, or the lines are done).
+    pub fn close_logs(&self, id: u64) {
+        self.log_readers
+            .lock()
+            .expect("log readers lock")
+            .remove(&id);
+    }
+
+    /// Hands lines from `agent` to their reader; lines for another agent's request, or for a
+    /// reader that cannot keep up, are dropped.
+    pub fn log_lines(&self, agent: &str, lines: LogLines) {
+        let readers = self.log_readers.lock().expect("log readers lock");
+        if let Some((asked, tx)) = readers.get(&lines.id)
+            && asked == agent
+        {
+            let _ = tx.try_send(lines);
         }
     }
 
@@ -186,6 +258,7 @@ impl Fleet {
                     live.view.metrics_sampled_at = report.sampled_at;
                 }
                 live.view.certificates = report.certificates;
+                live.view.tunnels = report.tunnels;
             }
         }
     }

@@ -47,6 +47,8 @@ enum Key {
     Identity,
     Ping,
     Pong,
+    /// A log request (false) or its cancellation (true).
+    Logs(u64, bool),
     /// The last message: a goodbye or the error that ends the stream.
     End,
 }
@@ -169,11 +171,11 @@ impl Session {
             self.outbox.close();
             return;
         }
-        let ticket = self.shared.fleet.open(&agent, self.shared.now());
+        let mut ticket = self.shared.fleet.open(&agent, self.shared.now());
         info!(version = %version, generation = hello.applied_generation, "agent connected");
         self.agent_generation = hello.applied_generation;
         let end = match self.sync().await {
-            Ok(()) => self.serve(&mut inbound, &ticket).await,
+            Ok(()) => self.serve(&mut inbound, &mut ticket).await,
             Err(status) => End::Failed(status),
         };
         self.shared.fleet.close(&agent, ticket.id);
@@ -202,7 +204,7 @@ impl Session {
     async fn serve(
         &mut self,
         inbound: &mut Streaming<AgentMessage>,
-        ticket: &super::SessionTicket,
+        ticket: &mut super::SessionTicket,
     ) -> End {
         loop {
             let wake = self.liveness.next_wake();
@@ -211,6 +213,7 @@ impl Session {
                 _ = ticket.cancel.cancelled() => return End::Cancelled,
                 _ = tokio::time::sleep_until(wake) => self.tick(),
                 _ = ticket.changed.notified() => self.sync().await,
+                Some(command) = ticket.commands.recv() => self.command(command),
                 Some(done) = self.issuing.join_next(), if !self.issuing.is_empty() => match done {
                     Ok((request, answer)) => self.answer(request, answer),
                     Err(e) => {
@@ -286,9 +289,22 @@ impl Session {
         };
         if latest.generation != self.agent_generation && latest.generation != self.sent_generation {
             self.sent_generation = latest.generation;
-            self.push(Key::Desired, down(Down::DesiredState(latest.state)))?;
+            // Tunnel tokens are stored sealed, apart from the desired state: filled in here.
+            let state =
+                crate::tunnels::with_tokens(&self.shared, self.id.as_str(), latest.state).await?;
+            self.push(Key::Desired, down(Down::DesiredState(state)))?;
         }
         Ok(())
+    }
+
+    /// Passes a message from elsewhere in the controller to the agent.
+    fn command(&mut self, command: ControllerMessage) -> Result<(), Status> {
+        let key = match &command.msg {
+            Some(Down::LogsRequest(r)) => Key::Logs(r.id, false),
+            Some(Down::LogsCancel(c)) => Key::Logs(c.id, true),
+            _ => return Ok(()),
+        };
+        self.push(key, Ok(command))
     }
 
     async fn handle(&mut self, message: AgentMessage) -> Result<(), Status> {
@@ -339,6 +355,7 @@ impl Session {
                 self.push(Key::Pong, down(Down::Pong(Pong { nonce: ping.nonce })))?
             }
             Some(Up::Pong(pong)) => self.liveness.pong(pong.nonce),
+            Some(Up::LogLines(lines)) => self.shared.fleet.log_lines(agent, lines),
             Some(Up::Hello(_)) => warn!("ignoring a second Hello"),
             None => {}
         }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use site::{HeaderName, HeaderValue, Upstream};
-pub use tunnel::{TunnelName, TunnelRoute, TunnelService};
+pub use tunnel::{TunnelName, TunnelRoute, TunnelService, TunnelToken};
 
 /// Why a name was refused: the field it came from and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -41,6 +41,40 @@ impl fmt::Display for TunnelName {
     }
 }
 
+/// A tunnel's connector token, as the agent writes it into the token file: base64 text of at
+/// most 4096 characters. It is a secret: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TunnelToken(String);
+
+impl FromStr for TunnelToken {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let base64 = |b: u8| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b);
+        if s.is_empty() || s.len() > 4096 || !s.bytes().all(base64) {
+            // The value is never echoed back: it is a secret.
+            return Err(NameError::new(
+                "token",
+                "(hidden)",
+                "must be the tunnel token Cloudflare issued (base64, at most 4096 characters)",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl TunnelToken {
+    /// The token itself, for the token file.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TunnelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TunnelToken(***)")
+    }
+}
+
 /// What a tunnel route reaches on the host's side.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TunnelService {
@@ -186,6 +220,17 @@ mod tests {
         ] {
             let e = bad.parse::<TunnelName>().unwrap_err();
             assert_eq!(e.field, "tunnel name", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_base64_and_never_shown() {
+        let token: TunnelToken = "eyJhIjoiYSJ9".parse().unwrap();
+        assert_eq!(format!("{token:?}"), "TunnelToken(***)");
+        for bad in ["", "a b", "a\nb", "$(reboot)", "a;b"] {
+            let e = bad.parse::<TunnelToken>().unwrap_err();
+            assert_eq!(e.field, "token");
+            assert!(!e.to_string().contains(bad) || bad.is_empty(), "{e}");
         }
     }
 
