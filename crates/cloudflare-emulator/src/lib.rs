@@ -100,6 +100,8 @@ pub(crate) struct Faults {
     pub server_errors: u32,
     pub server_status: u16,
     pub write_errors: u32,
+    /// Writes let through before `write_errors` start.
+    pub writes_before_errors: u32,
     /// Writes that are carried out but answered 502, as when the answer is lost on the way.
     pub lost_responses: u32,
     pub delay: Duration,
@@ -328,6 +330,15 @@ impl Emulator {
     /// that may read but not edit; reads still work.
     pub fn fail_writes(&self, n: u32) {
         self.with(|s| s.faults.write_errors = n);
+    }
+
+    /// After `skip` more writes go through, the next `n` are refused with HTTP 403: a failure
+    /// midway through a sequence of writes.
+    pub fn fail_writes_after(&self, skip: u32, n: u32) {
+        self.with(|s| {
+            s.faults.writes_before_errors = skip;
+            s.faults.write_errors = n;
+        });
     }
 
     /// The next `n` writes are carried out, but answered HTTP 502 (the answer was lost).

@@ -163,13 +163,22 @@ async fn tunnels_from_creation_to_deletion() {
     use gatehouse_controller::cloudflare::tunnels::{IngressRule, OriginRequest};
     let (emulator, client) = setup();
     let account = emulator.account_id();
-    let created = client.create_tunnel(account, "odoo-acme").await.unwrap();
+    let secret = "AQIDBAUGBwgBAgMEBQYHCAECAwQFBgcIAQIDBAUGBwg=";
+    let created = client
+        .create_tunnel(account, "odoo-acme", secret)
+        .await
+        .unwrap();
     assert!(
         !format!("{created:?}").contains(&created.token),
         "the token never prints"
     );
+    assert_eq!(
+        gatehouse_controller::cloudflare::tunnels::token_secret(&created.token).as_deref(),
+        Some(secret),
+        "the token carries the secret gatehouse chose"
+    );
     let again = client
-        .create_tunnel(account, "odoo-acme")
+        .create_tunnel(account, "odoo-acme", secret)
         .await
         .unwrap_err();
     assert!(again.has_code(1013), "{again}");

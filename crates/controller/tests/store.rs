@@ -63,6 +63,7 @@ async fn check_tunnels(store: &Store) {
         cloudflare_account_id: "01a7362d577a6c3019a474fd6f485823".into(),
         tunnel_id: String::new(),
         token_sealed: String::new(),
+        secret_sha256: "ab".repeat(32),
         routes: vec![TunnelRouteRow {
             hostname: "acme.example.com".into(),
             service: "http://172.16.16.105:8069".into(),

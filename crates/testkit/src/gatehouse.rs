@@ -81,6 +81,8 @@ pub struct Controller {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub agent_port: u16,
+    /// The address agents reach it at (127.0.0.1 unless started for a box).
+    pub agent_host: std::net::IpAddr,
     pub admin_port: u16,
     /// `/healthz` and `/metrics`.
     pub http_port: u16,
@@ -99,13 +101,32 @@ impl Controller {
         Self::start_with(dir, extra, None)
     }
 
+    /// Starts a controller whose agent port listens on `ip` (the host end of a box's link)
+    /// and whose certificate names it.
+    pub fn start_on(ip: std::net::IpAddr, extra: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("gh-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        Self::start_full(dir, extra, None, ip)
+    }
+
     /// Starts a controller on the given database URL.
     pub fn start_with(dir: tempfile::TempDir, extra: &str, database: Option<&str>) -> Self {
+        Self::start_full(dir, extra, database, [127, 0, 0, 1].into())
+    }
+
+    fn start_full(
+        dir: tempfile::TempDir,
+        extra: &str,
+        database: Option<&str>,
+        agent_host: std::net::IpAddr,
+    ) -> Self {
         let data_dir = dir.path().join("controller");
         let socket = dir.path().join("admin.sock");
         let (agent_port, admin_port, http_port) = (free_port(), free_port(), free_port());
         let mut text = format!(
-            "data_dir = {data:?}\nagent_listen = \"127.0.0.1:{agent_port}\"\n\
+            "data_dir = {data:?}\nagent_listen = \"{agent_host}:{agent_port}\"\n\
              admin_listen = \"127.0.0.1:{admin_port}\"\nadmin_socket = {socket:?}\n\
              http_listen = \"127.0.0.1:{http_port}\"\n",
             data = data_dir.display().to_string(),
@@ -113,6 +134,11 @@ impl Controller {
         );
         if let Some(db) = database {
             text.push_str(&format!("database = {db:?}\n"));
+        }
+        if !agent_host.is_loopback() {
+            text.push_str(&format!(
+                "server_names = [\"localhost\", \"127.0.0.1\", \"{agent_host}\"]\n"
+            ));
         }
         // Fast reports, unless the test sets its own interval.
         if !extra.contains("report_interval") {
@@ -127,6 +153,7 @@ impl Controller {
             data_dir,
             socket,
             agent_port,
+            agent_host,
             admin_port,
             http_port,
             proc: None,
@@ -286,7 +313,7 @@ impl Controller {
 
     /// The agent endpoint.
     pub fn agent_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.agent_port)
+        format!("https://{}:{}", self.agent_host, self.agent_port)
     }
 
     /// `agents list` as JSON.

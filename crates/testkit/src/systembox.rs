@@ -266,6 +266,50 @@ impl SystemBox {
         std::fs::read_to_string(self.dir.path().join("systemd.log")).unwrap_or_default()
     }
 
+    /// Connects the box's network to the host's with a veth pair (TESTING.md): the host end
+    /// gets `.1` and the box end `.2` of a /30 in 198.18.0.0/15 (the range set aside for
+    /// network tests), chosen from systemd's pid so parallel boxes never share one. Deleting
+    /// the box's network namespace deletes the pair. Returns (host address, box address).
+    pub fn link(&self) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
+        let n = self.pid % (1 << 15);
+        let base = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + n * 4;
+        let (host, inside) = (
+            std::net::Ipv4Addr::from(base + 1),
+            std::net::Ipv4Addr::from(base + 2),
+        );
+        let (host_if, box_if) = (format!("ghh{}", self.pid), format!("ghb{}", self.pid));
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let pid = self.pid.to_string();
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &box_if, "netns", &pid,
+        ]);
+        ip(&["addr", "add", &format!("{host}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        let in_box = |args: &[&str]| {
+            let out = Command::new("nsenter")
+                .args(["-t", &pid, "-n", "ip"])
+                .args(args)
+                .output()
+                .expect("run ip in the box");
+            assert!(
+                out.status.success(),
+                "ip {args:?} in the box: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        in_box(&["addr", "add", &format!("{inside}/30"), "dev", &box_if]);
+        in_box(&["link", "set", &box_if, "up"]);
+        in_box(&["link", "set", "lo", "up"]);
+        (host, inside)
+    }
+
     /// The overlay's upper directory: everything the box changed, seen from the host.
     pub fn upper(&self) -> PathBuf {
         self.dir.path().join("upper")

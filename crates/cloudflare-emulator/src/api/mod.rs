@@ -189,8 +189,13 @@ async fn faults_and_auth(AxumState(app): AxumState<App>, request: Request, next:
             s.faults.server_errors -= 1;
             Some((s.faults.server_status, 0))
         } else if s.faults.write_errors > 0 && request.method() != axum::http::Method::GET {
-            s.faults.write_errors -= 1;
-            Some((403, 0))
+            if s.faults.writes_before_errors > 0 {
+                s.faults.writes_before_errors -= 1;
+                None
+            } else {
+                s.faults.write_errors -= 1;
+                Some((403, 0))
+            }
         } else {
             None
         };

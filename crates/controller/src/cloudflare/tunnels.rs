@@ -85,21 +85,33 @@ pub struct IngressRule {
     pub origin_request: OriginRequest,
 }
 
+/// The secret inside a tunnel token (base64 of JSON `{"a", "t", "s"}`), as base64 text.
+pub fn token_secret(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let v: Value = serde_json::from_slice(&json).ok()?;
+    v["s"].as_str().map(str::to_owned)
+}
+
 impl Client {
     fn tunnels_path(account: &str) -> String {
         format!("/accounts/{account}/cfd_tunnel")
     }
 
-    /// Creates a remotely managed tunnel; a name in use answers HTTP 409 (code 1013).
+    /// Creates a remotely managed tunnel with the given secret (base64 of at least 32 bytes);
+    /// a name in use answers HTTP 409 (code 1013).
     pub async fn create_tunnel(
         &self,
         account: &str,
         name: &str,
+        secret_b64: &str,
     ) -> Result<CreatedTunnel, CloudflareError> {
         self.send(
             reqwest::Method::POST,
             &Self::tunnels_path(account),
-            &json!({"name": name, "config_src": "cloudflare"}),
+            &json!({"name": name, "config_src": "cloudflare", "tunnel_secret": secret_b64}),
             "creating a tunnel",
         )
         .await

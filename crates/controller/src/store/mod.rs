@@ -121,6 +121,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tunnels",
         include_str!("../../migrations/0005_tunnels.sql"),
     ),
+    (
+        6,
+        "tunnel secret",
+        include_str!("../../migrations/0006_tunnel_secret.sql"),
+    ),
 ];
 
 /// A handle to the database; cheap to clone.

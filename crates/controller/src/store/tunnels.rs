@@ -43,6 +43,9 @@ pub struct TunnelRow {
     pub tunnel_id: String,
     /// Sealed with the master key; empty until known.
     pub token_sealed: String,
+    /// SHA-256 (hex) of the secret gatehouse gave the tunnel: proof that a tunnel of this name
+    /// at Cloudflare is the one it made.
+    pub secret_sha256: String,
     pub routes: Vec<TunnelRouteRow>,
     /// Hostname → the CNAME gatehouse created for it.
     pub records: BTreeMap<String, TunnelRecord>,
@@ -56,7 +59,7 @@ pub struct TunnelRow {
 macro_rules! columns {
     () => {
         "agent_id, name, account, cloudflare_account_id, tunnel_id, token_sealed, routes, \
-         records, config_version, state, created_at, updated_at"
+         records, config_version, state, created_at, updated_at, secret_sha256"
     };
 }
 
@@ -80,6 +83,7 @@ impl TunnelRow {
             cloudflare_account_id: row.try_get("cloudflare_account_id").op(op)?,
             tunnel_id: row.try_get("tunnel_id").op(op)?,
             token_sealed: row.try_get("token_sealed").op(op)?,
+            secret_sha256: row.try_get("secret_sha256").op(op)?,
             routes: json(&routes, "tunnel routes")?,
             records: json(&records, "tunnel records")?,
             config_version: version.max(0) as u64,
@@ -96,10 +100,10 @@ impl Store {
         sqlx::query(concat!(
             "INSERT INTO tunnels (",
             columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (agent_id, name) DO UPDATE SET account = $3, cloudflare_account_id = $4, \
              tunnel_id = $5, token_sealed = $6, routes = $7, records = $8, config_version = $9, \
-             state = $10, updated_at = $12"
+             state = $10, updated_at = $12, secret_sha256 = $13"
         ))
         .bind(&t.agent_id)
         .bind(&t.name)
@@ -113,6 +117,7 @@ impl Store {
         .bind(&t.state)
         .bind(t.created_at)
         .bind(t.updated_at)
+        .bind(&t.secret_sha256)
         .execute(self.pool())
         .await
         .op("record a tunnel")?;

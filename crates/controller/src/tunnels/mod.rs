@@ -122,6 +122,7 @@ pub async fn create(
         cloudflare_account_id: account_id.clone(),
         tunnel_id: String::new(),
         token_sealed: String::new(),
+        secret_sha256: String::new(),
         routes: Vec::new(),
         records: Default::default(),
         config_version: 0,
@@ -136,7 +137,17 @@ pub async fn create(
     put(shared, &mut row).await?;
 
     if row.tunnel_id.is_empty() {
-        let made = match cf.create_tunnel(&account_id, named.name.as_str()).await {
+        // The secret is chosen here and its hash recorded first: a tunnel of this name found
+        // later is known to be this one only if its token carries it.
+        let secret =
+            base64::engine::general_purpose::STANDARD.encode(crate::secrets::random_bytes::<32>());
+        row.secret_sha256 = crate::secrets::sha256_hex(secret.as_bytes());
+        row.state = "creating the tunnel at Cloudflare".into();
+        put(shared, &mut row).await?;
+        let made = match cf
+            .create_tunnel(&account_id, named.name.as_str(), &secret)
+            .await
+        {
             Ok(t) => Some((t.id, t.token)),
             Err(e) if e.has_code(1013) || e.status() == Some(409) => None,
             Err(e) => return Err(fail(shared, &mut row, "creating the tunnel", e.into()).await),
@@ -170,33 +181,34 @@ pub async fn create(
 }
 
 /// The tunnel named like this one at Cloudflare (HTTP 409 on create) is adopted when the store
-/// says it is this one: gatehouse recorded that it was creating exactly this tunnel, the one
-/// found was made since, and no connector runs it. Anything else is refused.
+/// says it is this one: its token carries the secret whose hash gatehouse recorded before it
+/// asked for the tunnel (a create whose answer was lost). Anything else is refused.
 async fn adopt(shared: &Shared, cf: &Client, row: &mut TunnelRow) -> Result<(String, String)> {
+    let (name, account) = (row.name.clone(), row.account.clone());
     let refuse = |why: &str| {
         Error::Exists(format!(
-            "a tunnel named {} already exists in the Cloudflare account {} and {why}: \
-             delete it there (or with cloudflared tunnel delete) or choose another --name",
-            row.name, row.account
+            "a tunnel named {name} already exists in the Cloudflare account {account} and {why}: \
+             delete it there (or with cloudflared tunnel delete) or choose another --name"
         ))
     };
-    let found = cf
+    let Some(found) = cf
         .tunnel_by_name(&row.cloudflare_account_id, &row.name)
         .await?
-        .ok_or_else(|| refuse("it could not be read back"))?;
-    let made_at = humantime::parse_rfc3339_weak(&found.created_at)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64);
-    // A minute of slack for the clocks of Cloudflare and the controller.
-    let since_our_attempt = made_at.is_some_and(|t| t + 60 >= row.created_at);
-    if !since_our_attempt || !found.connections.is_empty() {
-        return Err(refuse("gatehouse did not make it"));
-    }
+    else {
+        return Err(refuse("it could not be read back"));
+    };
     let token = match cf.tunnel_token(&row.cloudflare_account_id, &found.id).await {
         Ok(t) => t,
         Err(e) => return Err(fail(shared, row, "reading the token", e.into()).await),
     };
+    let ours = crate::cloudflare::tunnels::token_secret(&token)
+        .is_some_and(|s| crate::secrets::sha256_hex(s.as_bytes()) == row.secret_sha256);
+    if !ours || row.secret_sha256.is_empty() {
+        let e = refuse("gatehouse did not make it");
+        row.state = format!("refused: {e}");
+        put(shared, row).await?;
+        return Err(e);
+    }
     info!(tunnel = %row.name, tunnel_id = %found.id, "adopted the tunnel gatehouse made before its answer was lost");
     Ok((found.id, token))
 }
