@@ -71,19 +71,8 @@ impl Setup {
     }
 
     fn add_account(&self, token: &str) -> gatehouse_testkit::gatehouse::Run {
-        let file = self.controller.dir.path().join("cf-token");
-        std::fs::write(&file, format!("{token}\n")).unwrap();
-        self.controller.ctl(&[
-            "cloudflare",
-            "account",
-            "add",
-            "--name",
-            "main",
-            "--token-file",
-            file.to_str().unwrap(),
-            "--api-url",
-            &self.emulator.api_url,
-        ])
+        self.controller
+            .add_cloudflare_account("main", token, &self.emulator.api_url)
     }
 
     fn create(&self, upstream: &Upstream, extra: &[&str]) -> gatehouse_testkit::gatehouse::Run {

@@ -371,6 +371,12 @@ fn rpms_hold_the_same_files_units_and_scripts_as_the_debs() {
             "{name}: rpm and deb install different files"
         );
         assert!(rpm_files.contains(&format!("/usr/lib/systemd/system/{name}.service")));
+        if name == "gatehouse-agent" {
+            assert!(
+                rpm_files.contains("/usr/lib/systemd/system/gatehouse-tunnel@.service"),
+                "{rpm_files:?}"
+            );
+        }
         // Man pages (and for gatehousectl, shell completions) from the clap definitions.
         assert!(
             rpm_files.contains(&format!("/usr/share/man/man1/{name}.1.gz")),

@@ -194,19 +194,7 @@ impl Drop for Fleet {
 }
 
 fn add_account(controller: &Controller, emulator: &Emulator) {
-    let file = controller.dir.path().join("cf-token");
-    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    let run = controller.ctl(&[
-        "cloudflare",
-        "account",
-        "add",
-        "--name",
-        "main",
-        "--token-file",
-        file.to_str().unwrap(),
-        "--api-url",
-        &emulator.api_url,
-    ]);
+    let run = controller.add_cloudflare_account("main", TOKEN, &emulator.api_url);
     assert!(run.success, "{}{}", run.stdout, run.stderr);
 }
 
@@ -228,30 +216,48 @@ fn in_any_process(secret: &str) -> Option<String> {
     None
 }
 
-/// Connects to the emulator's edge with `token` as a connector would: true when accepted.
-fn edge_accepts(emulator: &Emulator, token: &str) -> bool {
+/// Connects to the emulator's edge with `token` as connector `client` would: true when
+/// accepted. The connection stays until [`edge_disconnect`].
+fn edge_connect(emulator: &Emulator, token: &str, client: &str) -> bool {
+    edge_post(
+        emulator,
+        "connect",
+        serde_json::json!({"token": token, "client_id": client, "client_version": "test"}),
+    )
+}
+
+fn edge_disconnect(emulator: &Emulator, client: &str) {
+    assert!(edge_post(
+        emulator,
+        "disconnect",
+        serde_json::json!({"client_id": client})
+    ));
+}
+
+fn edge_post(emulator: &Emulator, what: &str, body: Value) -> bool {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!("{}/connect", emulator.edge_url()))
-            .json(&serde_json::json!({"token": token, "client_id": "probe", "client_version": "test"}))
+        reqwest::Client::new()
+            .post(format!("{}/{what}", emulator.edge_url()))
+            .json(&body)
             .send()
             .await
-            .unwrap();
-        let ok = r.status().is_success();
-        if ok {
-            reqwest::Client::new()
-                .post(format!("{}/disconnect", emulator.edge_url()))
-                .json(&serde_json::json!({"client_id": "probe"}))
-                .send()
-                .await
-                .unwrap();
-        }
-        ok
+            .unwrap()
+            .status()
+            .is_success()
     })
+}
+
+/// Whether the edge accepts `token` for a new connection (which is then dropped again).
+fn edge_accepts(emulator: &Emulator, token: &str) -> bool {
+    let ok = edge_connect(emulator, token, "probe");
+    if ok {
+        edge_disconnect(emulator, "probe");
+    }
+    ok
 }
 
 #[test]
@@ -415,6 +421,22 @@ fn tunnels_run_rotate_heal_and_leave_nothing_behind_under_systemd() {
     assert_eq!(in_any_process(&new_token), None);
     f.wait_ready("odoo");
 
+    // A connector Cloudflare still lists but the host does not run is flagged.
+    assert!(edge_connect(
+        &f.emulator,
+        new_token.trim(),
+        "ghost-connector"
+    ));
+    let flagged = f.show("odoo");
+    assert!(
+        flagged["warnings"]
+            .to_string()
+            .contains("Cloudflare still lists connector ghost-connector"),
+        "{flagged}"
+    );
+    edge_disconnect(&f.emulator, "ghost-connector");
+    f.wait_ready("odoo");
+
     // A connector that turns unready while its unit stays active is restarted.
     let before = f.main_pid("shop");
     f.vm.ok(&["systemctl", "kill", "-s", "USR1", &Fleet::unit("shop")]);
@@ -539,6 +561,20 @@ fn a_failure_midway_is_explained_and_finished_and_a_taken_name_is_adopted_or_ref
         "{}",
         refused.stderr
     );
+    let shown = controller.ctl_json(&["tunnel", "show", "taken"]);
+    assert!(
+        shown["state"].as_str().unwrap().starts_with("refused"),
+        "{shown}"
+    );
+    // Forgetting the refused one touches nothing at Cloudflare.
+    let forget = controller.ctl(&["tunnel", "delete", "taken", "--yes"]);
+    assert!(forget.success, "{}", forget.stderr);
+    assert!(
+        emulator
+            .tunnels()
+            .iter()
+            .any(|t| t.name == "taken" && t.deleted_at.is_none())
+    );
     // The answer to gatehouse's own create was lost: the retry meets HTTP 409 and adopts it.
     emulator.lose_responses(1);
     let adopted = create("lost", "lost.example.test=http://10.0.0.7:80");
@@ -554,6 +590,80 @@ fn a_failure_midway_is_explained_and_finished_and_a_taken_name_is_adopted_or_ref
         lost[0].id.as_str()
     );
     assert!(controller.log().contains("adopted the tunnel"));
+
+    // A route to a gatehouse site on the same host reaches the local Caddy by the site's name.
+    let site = controller.ctl(&[
+        "site",
+        "create",
+        "--agent",
+        &agent,
+        "--name",
+        "shop",
+        "--domain",
+        "shop.internal.test",
+        "--upstream",
+        "127.0.0.1:8080",
+        "--tls",
+        "caddy-internal",
+        "--port",
+        "8443",
+    ]);
+    assert!(site.success, "{}", site.stderr);
+    let routed = controller.ctl(&[
+        "tunnel",
+        "route",
+        "add",
+        "mid",
+        "shop.example.test=site:shop",
+        "--no-tls-verify",
+    ]);
+    assert!(routed.success, "{}", routed.stderr);
+    let config = |name: &str| {
+        emulator
+            .tunnels()
+            .into_iter()
+            .find(|t| t.name == name && t.deleted_at.is_none())
+            .and_then(|t| t.config)
+            .unwrap()
+    };
+    let rules = config("mid")["ingress"].as_array().unwrap().clone();
+    let shop = rules
+        .iter()
+        .find(|r| r["hostname"] == "shop.example.test")
+        .unwrap();
+    assert_eq!(shop["service"], "https://127.0.0.1:8443");
+    assert_eq!(
+        shop["originRequest"]["originServerName"],
+        "shop.internal.test"
+    );
+    assert_eq!(
+        shop["originRequest"]["httpHostHeader"],
+        "shop.internal.test"
+    );
+    assert_eq!(shop["originRequest"]["noTLSVerify"], true);
+    assert_eq!(rules.last().unwrap()["service"], "http_status:404");
+    let unknown = controller.ctl(&["tunnel", "route", "add", "mid", "x.example.test=site:nope"]);
+    assert!(
+        !unknown.success && unknown.stderr.contains("no site nope"),
+        "{}",
+        unknown.stderr
+    );
+    // Removing a route removes its rule and its record.
+    let removed = controller.ctl(&["tunnel", "route", "remove", "mid", "shop.example.test"]);
+    assert!(removed.success, "{}", removed.stderr);
+    assert!(
+        !config("mid")["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["hostname"] == "shop.example.test")
+    );
+    assert!(
+        !emulator
+            .records(&zone)
+            .iter()
+            .any(|r| r.name == "shop.example.test")
+    );
 
     // A hostname that already has a record gatehouse did not make is not taken over.
     emulator.add_record(&zone, "A", "www.example.test", "192.0.2.1");

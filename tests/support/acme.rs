@@ -72,19 +72,7 @@ pub fn setup(options: Options) -> Setup {
     let mut agent = controller.agent_with("host", &caddy.agent_toml());
     let id = agent.enroll(&controller);
     agent.run();
-    let token_file = controller.dir.path().join("cf-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let added = controller.ctl(&[
-        "cloudflare",
-        "account",
-        "add",
-        "--name",
-        "main",
-        "--token-file",
-        token_file.to_str().unwrap(),
-        "--api-url",
-        &emulator.api_url,
-    ]);
+    let added = controller.add_cloudflare_account("main", TOKEN, &emulator.api_url);
     assert!(added.success, "{}", added.stderr);
     Setup {
         emulator,

@@ -279,6 +279,24 @@ impl Controller {
         self.ctl(&all).json()
     }
 
+    /// `gatehousectl cloudflare account add --name NAME` with `token` (through a file, as an
+    /// operator would) against the API at `api_url` (an emulator's).
+    pub fn add_cloudflare_account(&self, name: &str, token: &str, api_url: &str) -> Run {
+        let file = self.dir.path().join(format!("cf-token-{name}"));
+        std::fs::write(&file, format!("{token}\n")).expect("write the token file");
+        self.ctl(&[
+            "cloudflare",
+            "account",
+            "add",
+            "--name",
+            name,
+            "--token-file",
+            file.to_str().expect("utf-8 path"),
+            "--api-url",
+            api_url,
+        ])
+    }
+
     /// A new join token.
     pub fn join_token(&self, ttl: &str) -> String {
         self.ctl_json(&["token", "create", "--ttl", ttl])["token"]

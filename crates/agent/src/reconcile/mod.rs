@@ -200,10 +200,12 @@ impl Host {
             }
         }
         let tunnels = self.tunnels();
-        let desired = tunnels::Desired {
-            tunnels: valid.tunnels.clone(),
-        };
-        pass(tunnels.as_ref(), "tunnels", &desired, &mut out).await;
+        if !valid.tunnels.is_empty() || tunnels.on_host() {
+            let desired = tunnels::Desired {
+                tunnels: valid.tunnels.clone(),
+            };
+            pass(tunnels.as_ref(), "tunnels", &desired, &mut out).await;
+        }
         // Whatever the other items did: the index keeps the versions a restored site may use.
         let wanted: BTreeSet<String> = valid
             .certificates

@@ -182,6 +182,12 @@ impl Tunnels {
             .collect())
     }
 
+    /// Whether anything of a tunnel is on this host (a directory the agent set up): when not,
+    /// and none is desired, there is nothing to look at (and a host without systemd is fine).
+    pub fn on_host(&self) -> bool {
+        self.dirs().map_or(true, |d| !d.is_empty())
+    }
+
     /// A tunnel's settings as its `env` file holds them.
     fn settings(&self, name: &str) -> Option<Settings> {
         let text = std::fs::read_to_string(self.tunnel_dir(name).join("env")).ok()?;

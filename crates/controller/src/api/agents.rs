@@ -179,6 +179,9 @@ pub(super) async fn rollback_agent(shared: &Shared, req: RollbackAgentRequest) -
                 req.to_generation
             ))
         })?;
-    change_state(shared, &id, |_| Ok(crate::sites::rollback(earlier.state))).await?;
+    change_state(shared, &id, |current| {
+        Ok(crate::sites::rollback(earlier.state, current))
+    })
+    .await?;
     agent_by_id(shared, &id).await
 }

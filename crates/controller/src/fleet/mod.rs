@@ -237,6 +237,23 @@ impl Fleet {
         {
             live.session = None;
             live.view.connected_since = None;
+            drop(agents);
+            // Log readers of this agent end: no more lines can come.
+            self.log_readers
+                .lock()
+                .expect("log readers lock")
+                .retain(|id, (asked, tx)| {
+                    if asked != agent {
+                        return true;
+                    }
+                    let _ = tx.try_send(LogLines {
+                        id: *id,
+                        lines: Vec::new(),
+                        done: true,
+                        error: "the agent's stream ended".into(),
+                    });
+                    false
+                });
         }
     }
 

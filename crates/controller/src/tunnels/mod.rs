@@ -489,12 +489,15 @@ pub async fn delete(shared: &Shared, named: Named, force: bool) -> Result<Tunnel
     let name = named.name.to_string();
     row.state = "deleting: waiting for the host to stop the tunnel".into();
     put(shared, &mut row).await?;
+    let mut on_host = false;
     let state = crate::desired::change(shared, &agent, |mut state| {
+        on_host = state.tunnels.iter().any(|t| t.name == name);
         state.tunnels.retain(|t| t.name != name);
         Ok::<_, Refused>(state)
     })
     .await?;
-    if !force {
+    // A tunnel the host was never given (a create that stopped early) has nothing to stop.
+    if on_host && !force {
         let generation = state.generation;
         let done = wait_async(HOST_WAIT, || async {
             let a = shared.store.agent_get(&agent).await.ok().flatten()?;
