@@ -93,6 +93,9 @@ enum Command {
     /// Cloudflare Tunnels on agents: create, route, logs, restart, rotate, delete.
     #[command(subcommand)]
     Tunnel(commands::tunnels::TunnelCommand),
+    /// Dynamic IP allowlists: devices check in, entries expire.
+    #[command(subcommand)]
+    Allowlist(commands::allowlists::AllowlistCommand),
     /// Print a shell completion script: `gatehousectl completions bash > /etc/bash_completion.d/gatehousectl`.
     Completions {
         #[arg(value_enum)]

@@ -37,6 +37,27 @@ struct RawConfig {
     idle_connection_timeout: Option<String>,
     enroll_failure_limit: Option<u32>,
     log: Option<String>,
+    checkin: Option<RawCheckin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckin {
+    trusted_proxies: Option<Vec<String>>,
+    min_interval: Option<String>,
+    failure_limit: Option<u32>,
+}
+
+/// Allowlist check-ins (`POST /v1/allowlist/checkin` on the HTTP port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckinConfig {
+    /// Peers whose `CF-Connecting-IP` / `X-Forwarded-For` are believed (a reverse proxy, a
+    /// tunnel, Cloudflare); from anyone else they are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A device checking in again sooner is answered 429 with `Retry-After`.
+    pub min_interval: Duration,
+    /// Bad tokens one source address may send in any minute before it is slowed down.
+    pub failure_limit: u32,
 }
 
 /// The controller's validated configuration.
@@ -83,6 +104,7 @@ pub struct Config {
     pub enroll_failure_limit: u32,
     /// The log filter (`GATEHOUSE_LOG` wins when set).
     pub log: String,
+    pub checkin: CheckinConfig,
 }
 
 impl Config {
@@ -113,6 +135,11 @@ impl Config {
             idle_connection_timeout: Duration::from_secs(300),
             enroll_failure_limit: 20,
             log: "info".into(),
+            checkin: CheckinConfig {
+                trusted_proxies: Vec::new(),
+                min_interval: Duration::from_secs(10),
+                failure_limit: 10,
+            },
             data_dir: data_dir.to_owned(),
         }
     }
@@ -281,6 +308,33 @@ impl Config {
             gatehouse_common::logging::check_filter(&log).map_err(|m| field("log", m))?;
             c.log = log;
         }
+        if let Some(checkin) = raw.checkin {
+            if let Some(proxies) = checkin.trusted_proxies {
+                c.checkin.trusted_proxies = proxies
+                    .iter()
+                    .map(|p| {
+                        p.parse::<ipnet::IpNet>()
+                            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| {
+                                field(
+                                    "checkin.trusted_proxies",
+                                    format!("{p:?} is not an address or a CIDR like 10.0.0.0/8"),
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            if let Some(d) = checkin.min_interval {
+                c.checkin.min_interval = duration("checkin.min_interval", d)?;
+            }
+            if let Some(n) = checkin.failure_limit {
+                c.checkin.failure_limit = per_minute(
+                    "checkin.failure_limit",
+                    n,
+                    "bad check-in tokens per address",
+                )?;
+            }
+        }
         Ok(c)
     }
 
@@ -402,6 +456,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.database.expose(), "sqlite:///srv/gh/gatehouse.db");
         assert_eq!(c.agent_cert_lifetime, Duration::from_secs(3600));
+        let proxies = Config::parse(
+            p,
+            "[checkin]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\nmin_interval = \"1m\"",
+        )
+        .unwrap()
+        .checkin;
+        assert_eq!(proxies.trusted_proxies.len(), 2);
+        assert_eq!(proxies.min_interval, Duration::from_secs(60));
         for (text, field) in [
             ("agent_listen = \"nowhere\"", "`agent_listen`"),
             ("database = \"mysql://x\"", "`database`"),
@@ -412,6 +474,12 @@ mod tests {
             ("stream_timeout = \"soon\"", "`stream_timeout`"),
             ("server_names = []", "`server_names`"),
             ("data_dir = \"rel\"", "`data_dir`"),
+            (
+                "[checkin]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                "`checkin.trusted_proxies`",
+            ),
+            ("[checkin]\nmin_interval = \"x\"", "`checkin.min_interval`"),
+            ("[checkin]\nfailure_limit = 0", "`checkin.failure_limit`"),
         ] {
             let e = Config::parse(p, text).unwrap_err().to_string();
             assert!(e.contains(field), "{text}: {e}");

@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod agent_api;
+pub mod allowlists;
 pub mod api;
 pub mod audit;
 pub mod backup;
@@ -52,6 +53,12 @@ pub struct Shared {
     pub issuance: limit::PerMinute,
     /// Failed enrollments per source address per minute.
     pub failed_enrollments: limit::PerMinute,
+    /// Bad allowlist check-in tokens per source address.
+    pub failed_checkins: limit::PerMinute,
+    /// When each device last checked in here.
+    pub last_checkins: allowlists::checkin::LastCheckins,
+    /// Rung when an allowlist's entries change (a check-in, a revocation, an entry).
+    pub allowlists_changed: tokio::sync::Notify,
     /// Every agent stream and ACME order in flight: shutdown waits for them before the store
     /// closes.
     pub tasks: tokio_util::task::TaskTracker,

@@ -33,6 +33,9 @@ pub async fn apply(shared: &Shared, new: Config, log: &LogFilter) {
     shared
         .failed_enrollments
         .set_limit(config.enroll_failure_limit);
+    shared
+        .failed_checkins
+        .set_limit(config.checkin.failure_limit);
     let interval = config.report_interval;
     let interval_changed = interval != old.report_interval;
     shared.set_config(config);

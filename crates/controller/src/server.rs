@@ -166,6 +166,7 @@ pub async fn start_with_clock(
     let admin_socket = config.admin_socket.clone();
     let issuance = crate::limit::PerMinute::new(config.issuance_limit);
     let failed_enrollments = crate::limit::PerMinute::new(config.enroll_failure_limit);
+    let failed_checkins = crate::limit::PerMinute::new(config.checkin.failure_limit);
     let shared = Arc::new(Shared {
         store,
         ca,
@@ -178,6 +179,9 @@ pub async fn start_with_clock(
         acme_wake: tokio::sync::Notify::new(),
         issuance,
         failed_enrollments,
+        failed_checkins,
+        last_checkins: Default::default(),
+        allowlists_changed: tokio::sync::Notify::new(),
         tasks: tokio_util::task::TaskTracker::new(),
         clock,
     });
@@ -233,7 +237,7 @@ pub async fn start_with_clock(
         }
     });
     let s = shutdown.clone();
-    let http = crate::http::router(shared.clone());
+    let http = crate::http::service(shared.clone());
     tasks.spawn(async move {
         let served = axum::serve(http_listener, http)
             .with_graceful_shutdown(s.cancelled_owned())
@@ -251,6 +255,7 @@ pub async fn start_with_clock(
         timings,
         shutdown.clone(),
     ));
+    tasks.spawn(crate::allowlists::sweep(shared.clone(), shutdown.clone()));
     let s = shutdown.clone();
     tasks.spawn(async move {
         let served = Server::builder()

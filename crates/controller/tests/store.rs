@@ -54,6 +54,79 @@ fn state(generation: u64) -> DesiredState {
     }
 }
 
+/// Allowlists: devices, check-ins (one row per device and address, last time moving), fixed
+/// entries, revocation and expiry.
+async fn check_allowlists(store: &Store) {
+    use gatehouse_controller::store::{AllowlistRow, DeviceRow, EntryRow};
+    let list = AllowlistRow {
+        name: "home".into(),
+        ttl_seconds: 600,
+        cloudflare: "rules".into(),
+        account: "main".into(),
+        allow_private: false,
+        ipv6_prefix: 64,
+        created_at: 100,
+    };
+    store.allowlist_insert(&list).await.unwrap();
+    assert_eq!(
+        store.allowlist_get("home").await.unwrap(),
+        Some(list.clone())
+    );
+    for (id, name) in [("d1", "phone"), ("d2", "laptop")] {
+        store
+            .device_insert(&DeviceRow {
+                id: id.into(),
+                list: "home".into(),
+                name: name.into(),
+                secret_hash: "ab".repeat(32),
+                created_at: 100,
+                revoked_at: 0,
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .sighting_record("d1", "203.0.113.7/32", 100)
+        .await
+        .unwrap();
+    store
+        .sighting_record("d1", "203.0.113.7/32", 150)
+        .await
+        .unwrap();
+    store
+        .sighting_record("d2", "203.0.113.7/32", 120)
+        .await
+        .unwrap();
+    let seen = store.sightings("home").await.unwrap();
+    assert_eq!(seen.len(), 2);
+    let phone = seen.iter().find(|s| s.device == "phone").unwrap();
+    assert_eq!((phone.first_at, phone.last_at), (100, 150));
+    store
+        .entry_put(&EntryRow {
+            list: "home".into(),
+            cidr: "198.51.100.0/24".into(),
+            comment: "office".into(),
+            created_at: 100,
+            expires_at: 700,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.entries("home").await.unwrap().len(), 1);
+    store.device_revoke("d2", 200).await.unwrap();
+    assert_eq!(store.sightings("home").await.unwrap().len(), 1);
+    assert_eq!(
+        store.device_get("d2").await.unwrap().unwrap().revoked_at,
+        200
+    );
+    // At 760: the phone's check-in (150 + 600) and the entry (700) have expired.
+    assert_eq!(store.allowlists_sweep(760).await.unwrap(), 2);
+    assert!(store.sightings("home").await.unwrap().is_empty());
+    assert!(store.entries("home").await.unwrap().is_empty());
+    store.allowlist_delete("home").await.unwrap();
+    assert_eq!(store.allowlist_get("home").await.unwrap(), None);
+    assert!(store.devices("home").await.unwrap().is_empty());
+}
+
 /// Tunnels: each step's result is kept, routes and records read back typed.
 async fn check_tunnels(store: &Store) {
     let mut t = TunnelRow {
@@ -107,6 +180,7 @@ async fn check_tunnels(store: &Store) {
 
 async fn check_everything(store: Store) {
     check_tunnels(&store).await;
+    check_allowlists(&store).await;
     // Join tokens: redeemed once, atomically, only while valid.
     store.join_token_insert(&token("tok1", 200)).await.unwrap();
     store.join_token_insert(&token("tok2", 200)).await.unwrap();

@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod agents;
+pub mod allowlists;
 pub mod apitokens;
 pub mod audit;
 pub mod backup;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Site(cmd) => sites::check(cmd)?,
         Command::Tunnel(cmd) => tunnels::check(cmd)?,
+        Command::Allowlist(cmd) => allowlists::check(cmd)?,
         _ => {}
     }
     let mut client = crate::client::connect(&cli).await?;
@@ -43,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cloudflare(cmd) => cloudflare::run(&mut client, cmd, out).await,
         Command::Acme(cmd) => acme::run(&mut client, cmd, out).await,
         Command::Tunnel(cmd) => tunnels::run(&mut client, cmd, out).await,
+        Command::Allowlist(cmd) => allowlists::run(&mut client, cmd, out).await,
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("answered before connecting")
         }

@@ -5,6 +5,7 @@
 
 mod acme;
 mod agents;
+mod allowlists;
 mod audit;
 mod backup;
 mod certificates;
@@ -294,6 +295,15 @@ admin_api! {
         restart_tunnel(GetTunnelRequest) -> Tunnel: Operator audit "tunnel.restart" => tunnels;
         rotate_tunnel(GetTunnelRequest) -> Tunnel: Operator audit "tunnel.rotate" => tunnels;
         delete_tunnel(DeleteTunnelRequest) -> Tunnel: Operator audit "tunnel.delete" => tunnels;
+
+        create_allowlist(CreateAllowlistRequest) -> Allowlist: Operator audit "allowlist.create" => allowlists;
+        list_allowlists(ListAllowlistsRequest) -> ListAllowlistsResponse: Viewer => allowlists;
+        get_allowlist(GetAllowlistRequest) -> Allowlist: Viewer => allowlists;
+        delete_allowlist(GetAllowlistRequest) -> Allowlist: Operator audit "allowlist.delete" => allowlists;
+        add_allowlist_device(AllowlistDeviceRequest) -> AddAllowlistDeviceResponse: Operator audit "allowlist.device.add" => allowlists;
+        revoke_allowlist_device(RevokeAllowlistDeviceRequest) -> AllowlistDevice: Operator audit "allowlist.device.revoke" => allowlists;
+        add_allowlist_entry(AddAllowlistEntryRequest) -> Allowlist: Operator audit "allowlist.entry.add" => allowlists;
+        remove_allowlist_entry(RemoveAllowlistEntryRequest) -> Allowlist: Operator audit "allowlist.entry.remove" => allowlists;
     }
 
     streams {

@@ -6,6 +6,7 @@
 
 mod acme;
 mod agents;
+mod allowlists;
 mod api_tokens;
 mod audit;
 mod cloudflare;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use acme::{AcmeAccountRow, AcmeOrderRow, AcmeTxtRow, OrderState};
 pub use agents::{AgentRow, ApplyRecord, DesiredStateRow, ItemRecord};
+pub use allowlists::{AllowlistRow, DeviceRow, EntryRow, SightingRow};
 pub use api_tokens::ApiTokenRow;
 pub use audit::AuditRow;
 pub use cloudflare::{CloudflareAccountRow, CloudflareSiteRow};
@@ -125,6 +127,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "tunnel secret",
         include_str!("../../migrations/0006_tunnel_secret.sql"),
+    ),
+    (
+        7,
+        "allowlists",
+        include_str!("../../migrations/0007_allowlists.sql"),
     ),
 ];
 

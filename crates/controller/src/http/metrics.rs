@@ -1,38 +1,18 @@
-//! The controller's plain HTTP port (7480): `/healthz` for load balancers and systemd
-//! checks, `/metrics` for Prometheus.
+//! `/metrics`: the fleet, certificates, streams and the store in Prometheus' text format.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 
 use crate::Shared;
 use crate::acme::renewal::in_last_third;
 use crate::store::OrderState;
 
-/// The routes.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(shared)
-}
-
-/// 200 when the store takes a write, 503 (with the reason) when it does not: a store that
-/// still reads but cannot write is an outage too.
-async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    match crate::health::store_writable(&shared).await {
-        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-    }
-}
-
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     match render(&shared).await {
         Ok(text) => (
             StatusCode::OK,
