@@ -111,3 +111,91 @@ fn devices_check_in_and_the_list_shows_who_from_where_until_when() {
     }
     assert!(!audit.contains(&token), "no token in the audit log");
 }
+
+#[test]
+fn a_controller_killed_in_the_middle_of_a_sync_converges_without_duplicates() {
+    let emulator = gatehouse_testkit::cloudflare::Emulator::start();
+    emulator.add_token("cf-restart");
+    emulator.add_zone("example.test");
+    let mut controller = Controller::start("");
+    let added = controller.add_cloudflare_account("main", "cf-restart", &emulator.api_url);
+    assert!(added.success, "{}", added.stderr);
+    let created = controller.ctl(&[
+        "allowlist",
+        "create",
+        "home",
+        "--cloudflare",
+        "rules",
+        "--account",
+        "main",
+        "--allow-private",
+    ]);
+    assert!(created.success, "{}", created.stderr);
+    let token =
+        controller.ctl_json(&["allowlist", "device", "add", "home", "--name", "phone"])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let other =
+        controller.ctl_json(&["allowlist", "device", "add", "home", "--name", "desk"])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+    // The bulk operation stays pending while the controller is killed.
+    emulator.set_bulk_delay(Duration::from_secs(3));
+    assert_eq!(checkin(&controller, "127.0.0.2", &token).0, 200);
+    gatehouse_testkit::wait_for("a bulk operation started", Duration::from_secs(20), || {
+        (emulator.bulk_operations() >= 1).then_some(())
+    });
+    controller.kill();
+    emulator.set_bulk_delay(Duration::from_millis(50));
+    controller.start_again();
+    assert_eq!(checkin(&controller, "127.0.0.3", &other).0, 200);
+    let want = vec![
+        ("127.0.0.2".to_owned(), "gatehouse:home".to_owned()),
+        ("127.0.0.3".to_owned(), "gatehouse:home".to_owned()),
+    ];
+    gatehouse_testkit::wait_for("the list converged", Duration::from_secs(30), || {
+        let mut items = emulator.rules_list_items("gatehouse_home");
+        items.sort();
+        (items == want).then_some(())
+    });
+    let shown = gatehouse_testkit::wait_for("the sync reported", Duration::from_secs(30), || {
+        let v = controller.ctl_json(&["allowlist", "show", "home"]);
+        (v["sync"][0]["items"] == 2 && v["sync"][0]["error"] == "").then_some(v)
+    });
+    assert_eq!(shown["sync"][0]["name"], "gatehouse_home");
+    // One list, each address once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lists: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/accounts/{}/rules/lists",
+                emulator.api_url,
+                emulator.account_id()
+            ))
+            .bearer_auth("cf-restart")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let named = lists["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["name"] == "gatehouse_home")
+        .count();
+    assert_eq!(named, 1, "{lists}");
+    let text = controller.ctl(&["allowlist", "show", "home"]).stdout;
+    assert!(
+        text.contains("Cloudflare rules list gatehouse_home: 2 items"),
+        "{text}"
+    );
+}

@@ -114,6 +114,7 @@ pub(crate) struct State {
     pub records: Vec<Record>,
     pub certificates: Vec<OriginCertificate>,
     pub tunnels: Vec<Tunnel>,
+    pub lists: api::Lists,
     pub faults: Faults,
     pub requests: u64,
     pub throttled: u64,
@@ -297,6 +298,77 @@ impl Emulator {
     /// Every tunnel, deleted ones included.
     pub fn tunnels(&self) -> Vec<Tunnel> {
         self.with(|s| s.tunnels.clone())
+    }
+
+    /// A Rules List's items as (ip, comment), by list name.
+    pub fn rules_list_items(&self, name: &str) -> Vec<(String, String)> {
+        self.with(|s| {
+            s.lists.settle();
+            s.lists
+                .rules
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .map(|i| (i.ip.clone(), i.comment.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// A Gateway list's items as (value, description), by list name.
+    pub fn gateway_list_items(&self, name: &str) -> Vec<(String, String)> {
+        self.with(|s| {
+            s.lists
+                .gateway
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .map(|i| (i.value.clone(), i.description.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// Puts an item into a Rules List (and a Gateway list of the same name, if any) as
+    /// someone else would: gatehouse must leave it alone. False when no such list exists.
+    pub fn add_foreign_list_item(&self, name: &str, ip: &str, comment: &str) -> bool {
+        self.with(|s| {
+            let mut found = false;
+            if let Some(l) = s.lists.rules.iter_mut().find(|l| l.name == name) {
+                l.items.push(api::RulesItem {
+                    id: random_hex(16),
+                    ip: ip.to_owned(),
+                    comment: comment.to_owned(),
+                    created_on: now_rfc3339(),
+                });
+                found = true;
+            }
+            if let Some(l) = s.lists.gateway.iter_mut().find(|l| l.name == name) {
+                l.items.push(api::GatewayItem {
+                    value: ip.to_owned(),
+                    description: comment.to_owned(),
+                    created_at: now_rfc3339(),
+                });
+                found = true;
+            }
+            found
+        })
+    }
+
+    /// How long each Rules List bulk operation stays pending (a write meanwhile gets 429).
+    pub fn set_bulk_delay(&self, delay: Duration) {
+        self.with(|s| s.lists.bulk_delay = delay);
+    }
+
+    /// How many Rules List bulk operations were started.
+    pub fn bulk_operations(&self) -> usize {
+        self.with(|s| s.lists.ops.len())
     }
 
     /// The edge's address for connectors (`/edge/connect`, `/edge/disconnect`): what the

@@ -59,6 +59,8 @@ pub struct Shared {
     pub last_checkins: allowlists::checkin::LastCheckins,
     /// Rung when an allowlist's entries change (a check-in, a revocation, an entry).
     pub allowlists_changed: tokio::sync::Notify,
+    /// How each allowlist's Cloudflare lists last synced.
+    pub list_sync: allowlists::sync::Statuses,
     /// Every agent stream and ACME order in flight: shutdown waits for them before the store
     /// closes.
     pub tasks: tokio_util::task::TaskTracker,

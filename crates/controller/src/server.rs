@@ -182,6 +182,7 @@ pub async fn start_with_clock(
         failed_checkins,
         last_checkins: Default::default(),
         allowlists_changed: tokio::sync::Notify::new(),
+        list_sync: Default::default(),
         tasks: tokio_util::task::TaskTracker::new(),
         clock,
     });
@@ -256,6 +257,10 @@ pub async fn start_with_clock(
         shutdown.clone(),
     ));
     tasks.spawn(crate::allowlists::sweep(shared.clone(), shutdown.clone()));
+    tasks.spawn(crate::allowlists::sync::run(
+        shared.clone(),
+        shutdown.clone(),
+    ));
     let s = shutdown.clone();
     tasks.spawn(async move {
         let served = Server::builder()

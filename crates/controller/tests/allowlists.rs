@@ -331,3 +331,158 @@ async fn bad_tokens_bodies_sources_and_forged_headers_change_nothing() {
         .collect();
     assert_eq!(lan, ["127.0.0.4/32", "127.0.0.7/32"]);
 }
+
+/// Waits (on a condition, polling) until `check` holds.
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cloudflare_lists_follow_check_ins_expiry_and_revocation_and_leave_others_alone() {
+    use gatehouse_controller::cloudflare::accounts::{self, NewAccount};
+    let emulator = gatehouse_testkit::cloudflare::Emulator::start();
+    emulator.add_token("cf-lists");
+    emulator.add_zone("example.test");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(gatehouse_common::now_unix());
+    let running = controller(dir.path(), clock.clone(), |c| {
+        c.checkin.min_interval = Duration::from_secs(1);
+    })
+    .await;
+    accounts::add(
+        &running.shared,
+        NewAccount {
+            name: "main",
+            api_url: &emulator.api_url,
+            token: "cf-lists",
+        },
+    )
+    .await
+    .unwrap();
+    allowlists::create(
+        &running.shared,
+        NewList {
+            name: "home".into(),
+            ttl: Duration::from_secs(600),
+            cloudflare: Mirror::Both,
+            account: "main".into(),
+            allow_private: true,
+            ipv6_prefix: 64,
+        },
+    )
+    .await
+    .unwrap();
+    let phone = device(&running, "home", "phone").await;
+    let laptop = device(&running, "home", "laptop").await;
+    let rules = || {
+        let mut v = emulator.rules_list_items("gatehouse_home");
+        v.sort();
+        v
+    };
+    let gateway = || {
+        let mut v = emulator.gateway_list_items("gatehouse-home");
+        v.sort();
+        v
+    };
+    let tagged = |ips: &[&str]| -> Vec<(String, String)> {
+        ips.iter()
+            .map(|ip| ((*ip).to_owned(), "gatehouse:home".to_owned()))
+            .collect()
+    };
+
+    assert_eq!(
+        checkin(&running, "127.0.0.2", Some(&phone), &[], Vec::new())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        checkin(&running, "127.0.0.3", Some(&laptop), &[], Vec::new())
+            .await
+            .status,
+        200
+    );
+    let both = tagged(&["127.0.0.2", "127.0.0.3"]);
+    until("both check-ins in the Rules List", || {
+        (rules() == both).then_some(())
+    })
+    .await;
+    until("both check-ins in the Gateway list", || {
+        (gateway() == both).then_some(())
+    })
+    .await;
+
+    // Someone else's item in the same lists is never touched.
+    assert!(emulator.add_foreign_list_item("gatehouse_home", "192.0.2.99", "added by hand"));
+    assert!(emulator.add_foreign_list_item("gatehouse-home", "192.0.2.99", "added by hand"));
+    // A bulk operation someone else started keeps the account busy: gatehouse's write meets
+    // HTTP 429 until it is done, and rides it out.
+    emulator.set_bulk_delay(Duration::from_millis(1500));
+    let busy = reqwest::Client::new()
+        .post(format!(
+            "{}/accounts/{}/rules/lists",
+            emulator.api_url,
+            emulator.account_id()
+        ))
+        .bearer_auth("cf-lists")
+        .json(&serde_json::json!({"name": "other_list", "kind": "ip"}))
+        .send()
+        .await
+        .unwrap();
+    let other: serde_json::Value = busy.json().await.unwrap();
+    let other_id = other["result"]["id"].as_str().unwrap();
+    let pending = reqwest::Client::new()
+        .post(format!(
+            "{}/accounts/{}/rules/lists/{other_id}/items",
+            emulator.api_url,
+            emulator.account_id()
+        ))
+        .bearer_auth("cf-lists")
+        .json(&serde_json::json!([{"ip": "198.51.100.1"}]))
+        .send()
+        .await
+        .unwrap();
+    assert!(pending.status().is_success());
+    let throttled_before = emulator.request_counts().1;
+    allowlists::revoke_device(&running.shared, "home", "laptop")
+        .await
+        .unwrap();
+    running.shared.allowlists_changed.notify_waiters();
+    let mut left = tagged(&["127.0.0.2"]);
+    left.push(("192.0.2.99".into(), "added by hand".into()));
+    left.sort();
+    until(
+        "the revoked device's item gone, the foreign one kept",
+        || (rules() == left && gateway() == left).then_some(()),
+    )
+    .await;
+    assert!(
+        emulator.request_counts().1 > throttled_before,
+        "the write met a 429 while the other bulk operation was pending"
+    );
+    emulator.set_bulk_delay(Duration::from_millis(50));
+
+    // Time passes: the phone's entry expires from both lists; the foreign item stays.
+    clock.advance(Duration::from_secs(601));
+    let foreign = vec![("192.0.2.99".to_owned(), "added by hand".to_owned())];
+    until("the expired entry gone from both lists", || {
+        (rules() == foreign && gateway() == foreign).then_some(())
+    })
+    .await;
+    let status = running
+        .shared
+        .list_sync
+        .get("home", allowlists::sync::Target::Rules)
+        .unwrap();
+    assert!(
+        status.error.is_empty() && status.synced_at > 0,
+        "{status:?}"
+    );
+}

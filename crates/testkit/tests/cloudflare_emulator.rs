@@ -462,3 +462,113 @@ fn tunnels_follow_the_reference_shapes_and_the_lifecycle_rules() {
     // The name is free again.
     api.conformant("POST", all, &base, Some(json!({"name": "odoo-acme"})));
 }
+
+#[test]
+fn lists_follow_the_reference_shapes_and_bulk_operations_run_one_at_a_time() {
+    let api = Api::new();
+    let account = api.emulator.account_id();
+    api.emulator
+        .set_bulk_delay(std::time::Duration::from_millis(300));
+    let rules = format!("/accounts/{account}/rules/lists");
+    let (_, created) = api.conformant(
+        "POST",
+        "/accounts/{account_id}/rules/lists",
+        &rules,
+        Some(json!({"name": "gatehouse_home", "kind": "ip", "description": "managed"})),
+    );
+    let id = created["result"]["id"].as_str().unwrap().to_owned();
+    let (s, _) = api.conformant(
+        "POST",
+        "/accounts/{account_id}/rules/lists",
+        &rules,
+        Some(json!({"name": "Bad Name", "kind": "ip"})),
+    );
+    assert_eq!(s, 400);
+    let items = "/accounts/{account_id}/rules/lists/{list_id}/items";
+    let (_, op) = api.conformant(
+        "POST",
+        items,
+        &format!("{rules}/{id}/items"),
+        Some(json!([{"ip": "203.0.113.7", "comment": "gatehouse:home"}, {"ip": "2001:db8::/64"}])),
+    );
+    let op = op["result"]["operation_id"].as_str().unwrap().to_owned();
+    // A second write while the first is pending: 429.
+    let (s, _, _) = api.call(
+        "POST",
+        &format!("{rules}/{id}/items"),
+        Some(json!([{"ip": "198.51.100.1"}])),
+        TOKEN,
+    );
+    assert_eq!(s, 429);
+    let bulk = "/accounts/{account_identifier}/rules/lists/bulk_operations/{operation_id}";
+    let (_, pending) = api.conformant("GET", bulk, &format!("{rules}/bulk_operations/{op}"), None);
+    assert_eq!(pending["result"]["status"], "pending");
+    let done = gatehouse_testkit::wait_for(
+        "the bulk operation",
+        std::time::Duration::from_secs(10),
+        || {
+            let (_, v) =
+                api.conformant("GET", bulk, &format!("{rules}/bulk_operations/{op}"), None);
+            (v["result"]["status"] == "completed").then_some(v)
+        },
+    );
+    assert!(done["result"]["completed"].is_string());
+    // The 2024 schema types an item as a bare string; the shape Cloudflare answers (and the
+    // reference example, rules-list-items-get-response.json) is an object.
+    let (_, _, listed) = api.call("GET", &format!("{rules}/{id}/items"), None, TOKEN);
+    assert!(listed["result_info"]["cursors"].is_object(), "{listed}");
+    let listed = listed["result"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2);
+    for field in ["id", "ip", "comment", "created_on", "modified_on"] {
+        assert!(listed[0].get(field).is_some(), "{field} in {:?}", listed[0]);
+    }
+    // A single IPv6 address is refused: only /4 to /64.
+    let (s, _, _) = api.call(
+        "POST",
+        &format!("{rules}/{id}/items"),
+        Some(json!([{"ip": "2001:db8::1"}])),
+        TOKEN,
+    );
+    assert_eq!(s, 400);
+    // Deletes go by item id.
+    let item = listed[0]["id"].as_str().unwrap();
+    let (_, op) = api.conformant(
+        "DELETE",
+        items,
+        &format!("{rules}/{id}/items"),
+        Some(json!({"items": [{"id": item}]})),
+    );
+    assert!(op["result"]["operation_id"].is_string());
+    gatehouse_testkit::wait_for("the delete", std::time::Duration::from_secs(10), || {
+        (api.emulator.rules_list_items("gatehouse_home").len() == 1).then_some(())
+    });
+
+    let gateway = format!("/accounts/{account}/gateway/lists");
+    let (_, g) = api.conformant(
+        "POST",
+        "/accounts/{account_id}/gateway/lists",
+        &gateway,
+        Some(
+            json!({"name": "gatehouse-home", "type": "IP", "description": "managed",
+                    "items": [{"value": "192.0.2.0/24", "description": "office"}]}),
+        ),
+    );
+    let gid = g["result"]["id"].as_str().unwrap().to_owned();
+    let (_, patched) = api.conformant(
+        "PATCH",
+        "/accounts/{account_id}/gateway/lists/{list_id}",
+        &format!("{gateway}/{gid}"),
+        Some(
+            json!({"append": [{"value": "198.51.100.7", "description": "vpn"}],
+                    "remove": ["192.0.2.0/24"]}),
+        ),
+    );
+    assert_eq!(patched["result"]["count"], 1);
+    let (_, gitems) = api.conformant(
+        "GET",
+        "/accounts/{account_id}/gateway/lists/{list_id}/items",
+        &format!("{gateway}/{gid}/items"),
+        None,
+    );
+    assert_eq!(gitems["result"][0][0]["value"], "198.51.100.7");
+}

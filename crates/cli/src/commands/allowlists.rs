@@ -254,6 +254,25 @@ fn print_list(l: &Allowlist) {
             )
         }
     );
+    for s in &l.sync {
+        if s.error.is_empty() {
+            say!(
+                "Cloudflare {} list {}: {} items, in sync since {}",
+                s.target,
+                s.name,
+                s.items,
+                time(s.synced_at)
+            );
+        } else {
+            say!(
+                "Cloudflare {} list {}: last synced {}, error: {}",
+                s.target,
+                s.name,
+                time(s.synced_at),
+                s.error
+            );
+        }
+    }
     let rows: Vec<Vec<String>> = l
         .entries
         .iter()

@@ -18,11 +18,14 @@ use serde_json::{Value, json};
 
 use super::{OriginCertificate, Record, Shared, Zone, now_rfc3339, random_hex};
 
+mod lists;
 mod origin_ca;
 mod records;
 mod tunnels;
 mod zones;
 
+use lists::*;
+pub(crate) use lists::{GatewayItem, Lists, RulesItem};
 pub(crate) use origin_ca::OriginCa;
 use origin_ca::*;
 pub(crate) use records::new_record;
@@ -163,6 +166,39 @@ pub(crate) fn router(state: Shared, ca: Arc<OriginCa>) -> Router {
         .route(
             "/accounts/{account_id}/cfd_tunnel/{tunnel_id}/connections",
             get(list_connections).delete(delete_connections),
+        )
+        .route(
+            "/accounts/{account_id}/rules/lists",
+            get(list_rules_lists).post(create_rules_list),
+        )
+        .route(
+            "/accounts/{account_id}/rules/lists/bulk_operations/{operation_id}",
+            get(get_bulk_operation),
+        )
+        .route(
+            "/accounts/{account_id}/rules/lists/{list_id}",
+            get(get_rules_list).delete(delete_rules_list),
+        )
+        .route(
+            "/accounts/{account_id}/rules/lists/{list_id}/items",
+            get(list_rules_items)
+                .post(add_rules_items)
+                .put(replace_rules_items)
+                .delete(delete_rules_items),
+        )
+        .route(
+            "/accounts/{account_id}/gateway/lists",
+            get(list_gateway_lists).post(create_gateway_list),
+        )
+        .route(
+            "/accounts/{account_id}/gateway/lists/{list_id}",
+            get(get_gateway_list)
+                .patch(patch_gateway_list)
+                .delete(delete_gateway_list),
+        )
+        .route(
+            "/accounts/{account_id}/gateway/lists/{list_id}/items",
+            get(list_gateway_items),
         )
         .fallback(|req: Request| async move { not_found(req.uri().path()) })
         .layer(middleware::from_fn_with_state(app.clone(), faults_and_auth))

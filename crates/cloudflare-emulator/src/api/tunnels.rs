@@ -79,7 +79,7 @@ fn tunnel_json(t: &Tunnel) -> Value {
     v
 }
 
-fn account(account_id: &str, path: &str) -> Result<(), Response> {
+pub(super) fn account(account_id: &str, path: &str) -> Result<(), Response> {
     if account_id == ACCOUNT {
         Ok(())
     } else {

@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod checkin;
+pub mod sync;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

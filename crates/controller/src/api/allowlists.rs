@@ -85,7 +85,26 @@ async fn view(shared: &Shared, list: &AllowlistRow) -> Result<Allowlist> {
             }
         }
     }
+    let sync = [
+        crate::allowlists::sync::Target::Rules,
+        crate::allowlists::sync::Target::Gateway,
+    ]
+    .into_iter()
+    .filter(|t| list.cloudflare == "both" || list.cloudflare == t.word())
+    .map(|t| {
+        let status = shared.list_sync.get(&list.name, t).unwrap_or_default();
+        AllowlistSync {
+            target: t.word().into(),
+            name: t.list_name(&list.name),
+            list_id: status.list_id,
+            synced_at: status.synced_at,
+            items: status.items as u64,
+            error: status.error,
+        }
+    })
+    .collect();
     Ok(Allowlist {
+        sync,
         name: list.name.clone(),
         ttl_seconds: list.ttl_seconds.max(0) as u64,
         cloudflare: list.cloudflare.clone(),

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod dns;
+pub mod lists;
 pub mod origin_ca;
 pub mod tunnels;
 pub mod zones;
@@ -110,6 +111,14 @@ impl fmt::Debug for ApiToken {
 struct ResultInfo {
     page: Option<u64>,
     total_pages: Option<u64>,
+    /// Cursor pagination (Rules List items).
+    #[serde(default)]
+    cursors: Option<Cursors>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Cursors {
+    after: Option<String>,
 }
 
 /// A client for one account's token.
