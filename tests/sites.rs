@@ -477,3 +477,110 @@ async fn hostile_names_are_rejected_at_the_cli_the_admin_api_and_the_agent() {
         caddyfile
     );
 }
+
+#[test]
+fn an_allowlisted_site_lets_in_only_the_addresses_that_checked_in() {
+    let f = fleet("");
+    let upstream = Upstream::start("hello from behind the allowlist");
+    let ok = |args: &[&str]| {
+        let run = f.controller.ctl(args);
+        assert!(run.success, "{args:?}: {}{}", run.stdout, run.stderr);
+        run.stdout
+    };
+    ok(&["allowlist", "create", "home", "--allow-private"]);
+    let token = ok(&["allowlist", "device", "add", "home", "--name", "phone"])
+        .trim()
+        .to_owned();
+    let unknown = f.controller.ctl(&[
+        "site",
+        "create",
+        "--agent",
+        &f.id,
+        "--domain",
+        "x.example.test",
+        "--upstream",
+        "127.0.0.1:9",
+        "--allow",
+        "nope",
+    ]);
+    assert!(
+        !unknown.success && unknown.stderr.contains("allow"),
+        "{}",
+        unknown.stderr
+    );
+    f.create_site("shop.example.test", &upstream, &["--allow", "home"]);
+    f.wait_site("shop-example-test", "applied");
+    // Nobody has checked in: everyone gets 403.
+    wait_for("403 before any check-in", Duration::from_secs(20), || {
+        (f.get_from("shop.example.test", "127.0.0.2", &[]).ok()?.0 == 403).then_some(())
+    });
+
+    // The phone checks in from 127.0.0.2: it gets through, 127.0.0.3 does not.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        ::reqwest::Client::builder()
+            .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+            .post(format!(
+                "http://127.0.0.1:{}/v1/allowlist/checkin",
+                f.controller.http_port
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    let body = wait_for(
+        "the checked-in address let in",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = f.get_from("shop.example.test", "127.0.0.2", &[]).ok()?;
+            (status == 200).then_some(body)
+        },
+    );
+    assert_eq!(body, "hello from behind the allowlist");
+    assert_eq!(
+        f.get_from("shop.example.test", "127.0.0.3", &[]).unwrap().0,
+        403
+    );
+    // A forged forwarded address from an untrusted peer changes nothing.
+    for header in ["X-Forwarded-For", "CF-Connecting-IP", "X-Real-IP"] {
+        let (status, _) = f
+            .get_from("shop.example.test", "127.0.0.3", &[(header, "127.0.0.2")])
+            .unwrap();
+        assert_eq!(status, 403, "{header}");
+    }
+
+    // The controller away, the agent restarted: the last set is still enforced.
+    let mut f = f;
+    f.controller.stop();
+    f.agent.stop();
+    f.agent.run();
+    wait_for("the agent reapplied", Duration::from_secs(20), || {
+        f.agent
+            .log()
+            .contains("reapplying the persisted desired state")
+            .then_some(())
+    });
+    assert_eq!(
+        f.get_from("shop.example.test", "127.0.0.2", &[]).unwrap().0,
+        200
+    );
+    assert_eq!(
+        f.get_from("shop.example.test", "127.0.0.3", &[]).unwrap().0,
+        403
+    );
+    let saved = f.agent.root.join("var/lib/gatehouse-agent/allowlists.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

@@ -93,6 +93,40 @@ impl Fleet {
         client(&format!("https://{domain}:{}/", self.caddy.https_port)).map(|(body, _)| body)
     }
 
+    /// An HTTPS GET through Caddy from `source` (a loopback address the client binds to), with
+    /// extra request headers: the status and body.
+    pub fn get_from(
+        &self,
+        domain: &str,
+        source: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, String), String> {
+        let ca = ::reqwest::Certificate::from_pem(self.controller.site_ca().as_bytes()).unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.caddy.https_port)
+            .parse()
+            .unwrap();
+        let client = ::reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .resolve(domain, addr)
+            .local_address(source.parse::<std::net::IpAddr>().unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut req = client.get(format!("https://{domain}:{}/", self.caddy.https_port));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let r = req.send().await.map_err(|e| format!("{e:?}"))?;
+            let status = r.status().as_u16();
+            Ok((status, r.text().await.map_err(|e| e.to_string())?))
+        })
+    }
+
     /// A response header of an HTTPS GET through Caddy.
     pub fn header(&self, domain: &str, name: &str) -> Option<String> {
         let ca = reqwest::Certificate::from_pem(self.controller.site_ca().as_bytes()).unwrap();

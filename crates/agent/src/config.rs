@@ -172,6 +172,11 @@ impl Paths {
         self.state_dir.join("pending-keys.json")
     }
 
+    /// The entries of the allowlists this host's sites use, as last received (0600).
+    pub fn allowlists(&self) -> PathBuf {
+        self.state_dir.join("allowlists.json")
+    }
+
     /// One directory per tunnel (0700) with its token file (0600) and its unit's settings.
     pub fn tunnels(&self) -> PathBuf {
         self.state_dir.join("tunnels")

@@ -181,7 +181,8 @@ impl Agent {
             ),
             tunnels(&config),
         )
-        .with_pending_file(paths.pending_keys());
+        .with_pending_file(paths.pending_keys())
+        .with_allowlists_file(paths.allowlists());
         let agent = Arc::new(Self {
             host,
             tunnel_status: Mutex::default(),

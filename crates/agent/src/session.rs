@@ -279,6 +279,16 @@ impl Session<'_> {
                 self.agent.host.issuance_failed(&e.name, &e.error);
                 self.dirty = true;
             }
+            Some(Down::AllowlistEntries(entries)) => {
+                match self.agent.host.set_allowlist(&entries) {
+                    Ok(true) => {
+                        info!(allowlist = %entries.name, entries = entries.cidrs.len(), "allowlist entries changed");
+                        self.dirty = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "ignoring allowlist entries"),
+                }
+            }
             Some(Down::LogsRequest(request)) => self.start_logs(request),
             Some(Down::LogsCancel(c)) => {
                 if let Some(reader) = self.logs.remove(&c.id) {

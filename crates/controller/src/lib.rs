@@ -61,6 +61,9 @@ pub struct Shared {
     pub allowlists_changed: tokio::sync::Notify,
     /// How each allowlist's Cloudflare lists last synced.
     pub list_sync: allowlists::sync::Statuses,
+    /// What every allowlist allows now (by name), as the sync loop last computed it: agent
+    /// streams send hosts the lists their sites use when these change.
+    pub allowlist_sets: tokio::sync::watch::Sender<allowlists::Sets>,
     /// Every agent stream and ACME order in flight: shutdown waits for them before the store
     /// closes.
     pub tasks: tokio_util::task::TaskTracker,

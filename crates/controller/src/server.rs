@@ -183,6 +183,7 @@ pub async fn start_with_clock(
         last_checkins: Default::default(),
         allowlists_changed: tokio::sync::Notify::new(),
         list_sync: Default::default(),
+        allowlist_sets: tokio::sync::watch::Sender::new(Default::default()),
         tasks: tokio_util::task::TaskTracker::new(),
         clock,
     });

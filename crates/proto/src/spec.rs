@@ -51,6 +51,8 @@ pub struct Site {
     pub tls: SiteTls,
     pub headers: BTreeMap<HeaderName, HeaderValue>,
     pub port: u16,
+    /// Allowlists whose entries alone may reach the site (empty: everyone).
+    pub allow: Vec<ResourceName>,
 }
 
 /// Who signs a certificate.
@@ -203,6 +205,15 @@ impl TryFrom<&v1::SiteSpec> for Site {
             p => u16::try_from(p)
                 .map_err(|_| SpecError::new(&item, "port: must be from 1 to 65535"))?,
         };
+        let mut allow: Vec<ResourceName> = Vec::with_capacity(spec.allow.len());
+        for a in &spec.allow {
+            let a: ResourceName = a
+                .parse()
+                .map_err(|e| SpecError::new(&item, format!("allow: {e}")))?;
+            if !allow.contains(&a) {
+                allow.push(a);
+            }
+        }
         Ok(Site {
             name,
             domains,
@@ -210,6 +221,7 @@ impl TryFrom<&v1::SiteSpec> for Site {
             tls,
             headers,
             port,
+            allow,
         })
     }
 }
@@ -334,6 +346,7 @@ mod tests {
             }),
             response_headers: Default::default(),
             port: 0,
+            allow: vec![],
         }
     }
 
@@ -375,6 +388,7 @@ mod tests {
             (Box::new(|s| s.upstreams.clear()), "upstreams:"),
             (Box::new(|s| s.tls = None), "tls:"),
             (Box::new(|s| s.port = 70000), "port:"),
+            (Box::new(|s| s.allow = vec!["Bad List".into()]), "allow:"),
             (
                 Box::new(|s| {
                     s.response_headers.insert("X-A".into(), "a\nb".into());

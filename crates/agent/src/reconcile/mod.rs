@@ -9,13 +9,15 @@ pub mod certificates;
 pub mod sites;
 pub mod tunnels;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gatehouse_proto::spec::ValidState;
-use gatehouse_proto::v1::{CertificateRequest, DesiredState, IssuedCertificate, ItemResult};
+use gatehouse_proto::v1::{
+    AllowlistEntries, CertificateRequest, DesiredState, IssuedCertificate, ItemResult,
+};
 use tracing::warn;
 
 use crate::host::caddy::Caddy;
@@ -120,6 +122,10 @@ pub struct Host {
     sites: RwLock<Option<Arc<Sites>>>,
     /// A config reload may replace it.
     tunnels: RwLock<Arc<Tunnels>>,
+    /// The entries of the allowlists the sites use, as last received (kept in a 0600 file, so
+    /// a restart without the controller enforces the same set).
+    allowlists: RwLock<BTreeMap<String, Vec<String>>>,
+    allowlists_file: Option<PathBuf>,
 }
 
 impl Host {
@@ -129,7 +135,56 @@ impl Host {
             certificates: Certificates::new(certs),
             sites: RwLock::new(caddy.map(|c| Arc::new(Sites::new(c)))),
             tunnels: RwLock::new(Arc::new(tunnels)),
+            allowlists: RwLock::default(),
+            allowlists_file: None,
         }
+    }
+
+    /// Keeps allowlist entries in `path` (0600), loading those a previous run left.
+    pub fn with_allowlists_file(mut self, path: PathBuf) -> Self {
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, Vec<String>>>(&bytes) {
+                Ok(lists) => *self.allowlists.get_mut().expect("allowlists lock") = lists,
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "ignoring a damaged allowlist file")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot read the allowlist file"),
+        }
+        self.allowlists_file = Some(path);
+        self
+    }
+
+    /// Takes an allowlist's entries as the controller sent them: only CIDRs are kept (anything
+    /// else is refused whole). True when they changed.
+    pub fn set_allowlist(&self, entries: &AllowlistEntries) -> Result<bool, String> {
+        let name: gatehouse_proto::names::ResourceName =
+            entries.name.parse().map_err(|e| format!("allowlist {e}"))?;
+        let mut cidrs = Vec::with_capacity(entries.cidrs.len());
+        for c in &entries.cidrs {
+            let net: ipnet::IpNet = c.parse().map_err(|_| {
+                format!(
+                    "allowlist {name}: {:?} is not a CIDR",
+                    gatehouse_proto::text::escape(c)
+                )
+            })?;
+            cidrs.push(net.trunc().to_string());
+        }
+        cidrs.sort();
+        cidrs.dedup();
+        let mut lists = self.allowlists.write().expect("allowlists lock");
+        if lists.get(name.as_str()) == Some(&cidrs) {
+            return Ok(false);
+        }
+        lists.insert(name.to_string(), cidrs);
+        if let Some(path) = &self.allowlists_file {
+            let bytes = serde_json::to_vec(&*lists).expect("lists serialise");
+            if let Err(e) = gatehouse_common::files::write_private(path, &bytes) {
+                warn!(path = %path.display(), error = %e, "cannot save the allowlists; they apply all the same");
+            }
+        }
+        Ok(true)
     }
 
     /// Runs tunnels as given from the next pass on.
@@ -187,6 +242,7 @@ impl Host {
                 let desired = sites::Desired {
                     usable: self.certificates.usable(&valid.certificates),
                     sites: valid.sites.clone(),
+                    allowlists: self.allowlists.read().expect("allowlists lock").clone(),
                 };
                 pass(sites.as_ref(), "caddy", &desired, &mut out).await;
             }

@@ -12,14 +12,43 @@ use crate::host::caddy::{self, Caddy, ServedCheck};
 use crate::host::certs::Installed;
 use crate::host::files::{self, FileChange};
 
-/// What the desired state asks: the sites, and the certificates usable for them now.
+/// What the desired state asks: the sites, the certificates usable for them now, and the
+/// entries of the allowlists they use (as last received).
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub sites: Vec<spec::Site>,
     pub usable: BTreeMap<String, Installed>,
+    pub allowlists: BTreeMap<String, Vec<String>>,
 }
 
 impl Desired {
+    /// The addresses a site lets in (`None`: everyone); an allowlist whose entries have not
+    /// arrived yet lets no one in.
+    fn allowed(&self, site: &spec::Site) -> Option<Vec<String>> {
+        if site.allow.is_empty() {
+            return None;
+        }
+        let mut all: BTreeSet<String> = BTreeSet::new();
+        for list in &site.allow {
+            all.extend(
+                self.allowlists
+                    .get(list.as_str())
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        Some(all.into_iter().collect())
+    }
+
+    /// The first allowlist of a site whose entries have not arrived.
+    fn missing_list<'a>(&self, site: &'a spec::Site) -> Option<&'a str> {
+        site.allow
+            .iter()
+            .map(|l| l.as_str())
+            .find(|l| !self.allowlists.contains_key(*l))
+    }
+
     /// The certificate a site waits for, when it is not usable yet.
     fn waiting_for<'a>(&self, site: &'a spec::Site) -> Option<&'a str> {
         match &site.tls {
@@ -49,7 +78,10 @@ impl Desired {
                 }
                 continue;
             }
-            out.insert(file, caddy::render(site, self.certificate(site)));
+            out.insert(
+                file,
+                caddy::render(site, self.certificate(site), self.allowed(site).as_deref()),
+            );
         }
         out
     }
@@ -114,10 +146,17 @@ impl Resource for Sites {
                 continue;
             }
             let file = caddy::file_name(site.name.as_str());
-            out.results.push(match &result {
-                Err(e) if changed.contains(file.as_str()) => failed(item, e),
-                _ => ok(item),
-            });
+            out.results
+                .push(match (&result, desired.missing_list(site)) {
+                    (Err(e), _) if changed.contains(file.as_str()) => failed(item, e),
+                    (_, Some(list)) => pending(
+                        item,
+                        format!(
+                            "serving 403 to everyone until the entries of allowlist {list} arrive"
+                        ),
+                    ),
+                    _ => ok(item),
+                });
         }
     }
 }
@@ -169,7 +208,7 @@ mod tests {
     #[test]
     fn plans() {
         let a = site("a", "127.0.0.1:80", None);
-        let rendered = |s: &spec::Site, c: Option<&Installed>| caddy::render(s, c);
+        let rendered = |s: &spec::Site, c: Option<&Installed>| caddy::render(s, c, None);
         let b = site("b", "127.0.0.1:81", Some("b"));
         let usable = BTreeMap::from([("b".to_owned(), cert("b"))]);
         let write = |s: &spec::Site, c: Option<&Installed>| FileChange::Write {
@@ -236,7 +275,11 @@ mod tests {
             ),
         ];
         for (what, sites, usable, observed, expected) in cases {
-            let desired = Desired { sites, usable };
+            let desired = Desired {
+                sites,
+                usable,
+                allowlists: BTreeMap::new(),
+            };
             assert_eq!(Sites::plan(&desired, &observed), expected, "{what}");
         }
     }
@@ -250,6 +293,7 @@ mod tests {
                 site("c", "127.0.0.1:82", Some("c")),
             ],
             usable: BTreeMap::from([("b".to_owned(), cert("b"))]),
+            allowlists: BTreeMap::new(),
         };
         let checks = desired.checks();
         assert_eq!(checks.len(), 1);

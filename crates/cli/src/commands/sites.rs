@@ -109,6 +109,9 @@ pub enum SiteCommand {
         /// A response header, Name=value (repeatable).
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
+        /// Let in only the addresses of this allowlist (repeatable); every other client gets 403.
+        #[arg(long = "allow", value_name = "LIST")]
+        allow: Vec<String>,
         /// The key type of the certificate made with --tls internal.
         #[arg(long, value_enum, default_value_t = Key::P256)]
         key_type: Key,
@@ -153,6 +156,7 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         name,
         port,
         headers,
+        allow,
         key_type,
         acme_ca,
         acme_ca_root,
@@ -216,6 +220,7 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         tls: Some(SiteTls { mode: Some(mode) }),
         response_headers,
         port: u32::from(*port),
+        allow: allow.clone(),
     };
     // The same rules the controller and the agent apply, checked here first.
     gatehouse_proto::spec::Site::try_from(&site).map_err(|e| anyhow!("{}", e.reason))?;
@@ -252,6 +257,7 @@ fn cloudflare_request(
         certificate,
         port,
         headers,
+        allow,
         ..
     } = cmd
     else {
@@ -287,6 +293,7 @@ fn cloudflare_request(
         tls: None,
         response_headers,
         port: u32::from(*port),
+        allow: allow.clone(),
     };
     // Check upstreams and headers with the same rules, the domain being the zone for now.
     let mut probe = site.clone();

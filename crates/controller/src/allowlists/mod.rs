@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 use crate::secrets::Token;
 use crate::store::{AllowlistRow, DeviceRow, EntryRow, SightingRow};
 
+/// What every allowlist allows now: name → its entries as CIDR text, sorted.
+pub type Sets = std::sync::Arc<BTreeMap<String, Vec<String>>>;
+
 /// The prefix of device check-in tokens.
 pub const DEVICE_PREFIX: &str = "ghd";
 /// The longest TTL a list may have.

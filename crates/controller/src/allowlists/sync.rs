@@ -150,16 +150,34 @@ async fn round(shared: &Shared, known: &mut HashMap<(String, Target), Known>) ->
     let lists = shared.store.allowlists().await?;
     let now = shared.now();
     known.retain(|(name, _), _| lists.iter().any(|l| &l.name == name));
+    // Every list's set, for the hosts' Caddy matchers; then the Cloudflare lists.
+    let mut sets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for list in &lists {
-        let targets = targets(list);
-        if targets.is_empty() {
-            continue;
-        }
         let wanted: BTreeSet<String> = effective(shared, list, now)
             .await?
             .into_iter()
             .map(|e| e.cidr.to_string())
             .collect();
+        sets.insert(list.name.clone(), wanted);
+    }
+    let published: super::Sets = std::sync::Arc::new(
+        sets.iter()
+            .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+            .collect(),
+    );
+    shared.allowlist_sets.send_if_modified(|current| {
+        let changed = **current != *published;
+        if changed {
+            *current = published.clone();
+        }
+        changed
+    });
+    for list in &lists {
+        let targets = targets(list);
+        if targets.is_empty() {
+            continue;
+        }
+        let wanted = &sets[&list.name];
         let cf = match client(shared, &list.account).await {
             Ok(c) => c,
             Err(e) => {
@@ -180,7 +198,7 @@ async fn round(shared: &Shared, known: &mut HashMap<(String, Target), Known>) ->
         };
         for target in targets {
             let k = known.entry((list.name.clone(), target)).or_default();
-            let result = one(&cf, &account, list, target, &wanted, k).await;
+            let result = one(&cf, &account, list, target, wanted, k).await;
             match result {
                 Ok(()) => shared.list_sync.set(
                     &list.name,

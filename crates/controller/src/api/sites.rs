@@ -105,6 +105,20 @@ pub(super) async fn put_site(shared: &Shared, req: PutSiteRequest) -> Result<Sit
         .ok_or_else(|| Error::Invalid("site: required".into()))?;
     let key_type = KeyType::try_from(req.key_type)
         .map_err(|_| Error::Invalid("key_type: unknown key type".into()))?;
+    for list in &site_spec.allow {
+        crate::allowlists::get(shared, list)
+            .await
+            .map_err(|e| e.reworded(|m| format!("allow: {m}")))?;
+    }
+    if !site_spec.allow.is_empty() && req.cloudflare.as_ref().is_some_and(|cf| cf.proxied) {
+        // Caddy would see only Cloudflare's addresses and refuse everyone.
+        return Err(Error::Invalid(
+            "allow: a proxied site sees Cloudflare's addresses, not its clients': mirror the \
+             allowlist at Cloudflare (allowlist create --cloudflare rules) and use it in a WAF \
+             rule, or use --dns-only"
+                .into(),
+        ));
+    }
     let source = match &req.cloudflare {
         Some(cf) => {
             let agent = agent_by_id(shared, &id).await?;

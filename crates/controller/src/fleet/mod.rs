@@ -90,7 +90,7 @@ const UP_KINDS: [&str; 9] = [
     "log_lines",
     "empty",
 ];
-const DOWN_KINDS: [&str; 10] = [
+const DOWN_KINDS: [&str; 11] = [
     "desired_state",
     "identity_certificate",
     "goodbye",
@@ -100,6 +100,7 @@ const DOWN_KINDS: [&str; 10] = [
     "pong",
     "logs_request",
     "logs_cancel",
+    "allowlist_entries",
     "error",
 ];
 
@@ -139,7 +140,8 @@ impl MessageCounts {
             Ok(Some(Down::Pong(_))) => 6,
             Ok(Some(Down::LogsRequest(_))) => 7,
             Ok(Some(Down::LogsCancel(_))) => 8,
-            Ok(None) | Err(_) => 9,
+            Ok(Some(Down::AllowlistEntries(_))) => 9,
+            Ok(None) | Err(_) => 10,
         };
         self.sent[i].fetch_add(1, Ordering::Relaxed);
     }

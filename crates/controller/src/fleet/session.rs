@@ -8,7 +8,7 @@
 //! up reading either. Application pings ([`Liveness`]) end a stream whose agent stopped
 //! answering while the connection looks healthy.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ use gatehouse_proto::names::AgentId;
 use gatehouse_proto::v1::agent_message::Msg as Up;
 use gatehouse_proto::v1::controller_message::Msg as Down;
 use gatehouse_proto::v1::{
-    Ack, AgentMessage, CertificateError, CertificateRequest, ControllerMessage, Goodbye,
-    IdentityCertificate, IssuedCertificate, Ping, Pong,
+    Ack, AgentMessage, AllowlistEntries, CertificateError, CertificateRequest, ControllerMessage,
+    Goodbye, IdentityCertificate, IssuedCertificate, Ping, Pong,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -49,6 +49,8 @@ enum Key {
     Pong,
     /// A log request (false) or its cancellation (true).
     Logs(u64, bool),
+    /// The entries of one allowlist.
+    Allowlist(String),
     /// The last message: a goodbye or the error that ends the stream.
     End,
 }
@@ -75,6 +77,7 @@ pub fn open(
     let since = shared.now();
     let span = info_span!("stream", agent_id = %id);
     let liveness = Liveness::new(shared.config().stream_timeout, Instant::now());
+    let shared_lists = shared.allowlist_sets.subscribe();
     let session = Session {
         shared,
         id,
@@ -87,6 +90,9 @@ pub fn open(
         sent_generation: 0,
         delivered: HashSet::new(),
         since,
+        used_lists: BTreeSet::new(),
+        sent_lists: HashMap::new(),
+        lists: shared_lists,
     };
     let tasks = session.shared.tasks.clone();
     tasks.spawn(session.run(inbound).instrument(span));
@@ -115,6 +121,10 @@ struct Session {
     delivered: HashSet<String>,
     /// When the stream opened: orders issued since are pushed.
     since: i64,
+    /// The allowlists the agent's sites use, and the entries last sent for each.
+    used_lists: BTreeSet<String>,
+    sent_lists: HashMap<String, Vec<String>>,
+    lists: tokio::sync::watch::Receiver<crate::allowlists::Sets>,
 }
 
 /// Why a session ends.
@@ -213,6 +223,7 @@ impl Session {
                 _ = ticket.cancel.cancelled() => return End::Cancelled,
                 _ = tokio::time::sleep_until(wake) => self.tick(),
                 _ = ticket.changed.notified() => self.sync().await,
+                Ok(()) = self.lists.changed() => self.send_lists(),
                 Some(command) = ticket.commands.recv() => self.command(command),
                 Some(done) = self.issuing.join_next(), if !self.issuing.is_empty() => match done {
                     Ok((request, answer)) => self.answer(request, answer),
@@ -289,10 +300,40 @@ impl Session {
         };
         if latest.generation != self.agent_generation && latest.generation != self.sent_generation {
             self.sent_generation = latest.generation;
+            self.used_lists = latest
+                .state
+                .sites
+                .iter()
+                .flat_map(|s| s.allow.iter().cloned())
+                .collect();
             // Tunnel tokens are stored sealed, apart from the desired state: filled in here.
             let state =
                 crate::tunnels::with_tokens(&self.shared, self.id.as_str(), latest.state).await?;
             self.push(Key::Desired, down(Down::DesiredState(state)))?;
+        }
+        self.send_lists()
+    }
+
+    /// Sends the entries of each allowlist the agent's sites use, when they differ from what
+    /// this stream last sent.
+    fn send_lists(&mut self) -> Result<(), Status> {
+        let sets = self.lists.borrow_and_update().clone();
+        for name in self.used_lists.clone() {
+            // A list not computed yet (the controller just started) is not sent as empty.
+            let Some(cidrs) = sets.get(&name).cloned() else {
+                continue;
+            };
+            if self.sent_lists.get(&name) == Some(&cidrs) {
+                continue;
+            }
+            self.push(
+                Key::Allowlist(name.clone()),
+                down(Down::AllowlistEntries(AllowlistEntries {
+                    name: name.clone(),
+                    cidrs: cidrs.clone(),
+                })),
+            )?;
+            self.sent_lists.insert(name, cidrs);
         }
         Ok(())
     }

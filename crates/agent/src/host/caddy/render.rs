@@ -20,8 +20,10 @@ fn path_token(path: &Path) -> String {
     quote(&path.display().to_string())
 }
 
-/// Renders a site's snippet. `cert` is the installed certificate when the site uses files.
-pub fn render(site: &Site, cert: Option<&Installed>) -> String {
+/// Renders a site's snippet. `cert` is the installed certificate when the site uses files;
+/// `allowed`, when the site uses allowlists, the only client addresses it lets in: Caddy's
+/// `remote_ip`, the TCP peer, so no forwarded header can choose it.
+pub fn render(site: &Site, cert: Option<&Installed>, allowed: Option<&[String]>) -> String {
     let mut out = format!(
         "# Managed by gatehouse: site {}. Edits here are overwritten.\n",
         site.name
@@ -68,6 +70,14 @@ pub fn render(site: &Site, cert: Option<&Installed>) -> String {
             let _ = writeln!(out, "\t\t{} {}", name.as_str(), quote(value.as_str()));
         }
         out.push_str("\t}\n");
+    }
+    match allowed {
+        None => {}
+        Some([]) => out.push_str("\trespond \"Forbidden\" 403\n"),
+        Some(cidrs) => {
+            let _ = writeln!(out, "\t@gatehouse_denied not remote_ip {}", cidrs.join(" "));
+            out.push_str("\trespond @gatehouse_denied \"Forbidden\" 403\n");
+        }
     }
     let upstreams: Vec<String> = site.upstreams.iter().map(ToString::to_string).collect();
     let _ = writeln!(out, "\treverse_proxy {}", upstreams.join(" "));
@@ -147,7 +157,7 @@ mod tests {
     fn golden_site_with_certificate_files() {
         let s = site(v1::site_tls::Mode::Certificate("www".into()), 0);
         assert_eq!(
-            render(&s, Some(&installed())),
+            render(&s, Some(&installed()), None),
             include_str!("../../../tests/golden/site-files.caddy")
         );
     }
@@ -162,14 +172,32 @@ mod tests {
             8443,
         );
         assert_eq!(
-            render(&s, None),
+            render(&s, None, None),
             include_str!("../../../tests/golden/site-caddy-managed.caddy")
         );
         let s = site(v1::site_tls::Mode::CaddyInternal(true), 8443);
         assert_eq!(
-            render(&s, None),
+            render(&s, None, None),
             include_str!("../../../tests/golden/site-caddy-internal.caddy")
         );
+    }
+
+    #[test]
+    fn an_allowlisted_site_answers_403_to_every_other_client() {
+        let s = site(v1::site_tls::Mode::CaddyInternal(true), 8443);
+        let some = render(
+            &s,
+            None,
+            Some(&["203.0.113.7/32".to_owned(), "2001:db8::/64".to_owned()]),
+        );
+        assert!(
+            some.contains("\t@gatehouse_denied not remote_ip 203.0.113.7/32 2001:db8::/64\n")
+                && some.contains("\trespond @gatehouse_denied \"Forbidden\" 403\n"),
+            "{some}"
+        );
+        let none = render(&s, None, Some(&[]));
+        assert!(none.contains("\trespond \"Forbidden\" 403\n"), "{none}");
+        assert!(!render(&s, None, None).contains("403"));
     }
 
     #[test]
