@@ -101,6 +101,7 @@ async fn local_sites(
                 LocalSite {
                     domains: s.domains.clone(),
                     port,
+                    allow: s.allow.clone(),
                 },
             )
         })
