@@ -200,6 +200,24 @@ pub async fn revoke_device(shared: &Shared, list: &str, name: &str) -> Result<De
     Ok(device)
 }
 
+/// The sites (`agent/site`) whose desired state lets in only `list`.
+pub async fn sites_using(shared: &Shared, list: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for agent in shared.store.agent_list().await? {
+        if let Some(d) = shared.store.desired_latest(&agent.id).await? {
+            for site in d
+                .state
+                .sites
+                .iter()
+                .filter(|s| s.allow.iter().any(|a| a == list))
+            {
+                out.push(format!("{}/{}", agent.id, site.name));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A CIDR (or a single address) as an entry, normalised: host bits cleared.
 pub fn parse_cidr(text: &str) -> Result<IpNet> {
     let net = text

@@ -178,6 +178,14 @@ pub(super) async fn get_allowlist(shared: &Shared, r: GetAllowlistRequest) -> Re
 
 pub(super) async fn delete_allowlist(shared: &Shared, r: GetAllowlistRequest) -> Result<Allowlist> {
     let list = allowlists::get(shared, &r.name).await?;
+    let users = allowlists::sites_using(shared, &list.name).await?;
+    if !users.is_empty() {
+        return Err(crate::error::Error::Precondition(format!(
+            "sites use the allowlist {}: {}; remove it from them first (site create … without --allow)",
+            list.name,
+            users.join(", ")
+        )));
+    }
     let shown = view(shared, &list).await?;
     shared.store.allowlist_delete(&list.name).await?;
     shared.allowlists_changed.notify_waiters();
