@@ -132,9 +132,10 @@ impl Statuses {
 /// Runs until `shutdown`: a round at start, on every change and every [`TICK`].
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut known: HashMap<(String, Target), Known> = HashMap::new();
+    let mut accounts: HashMap<String, (Client, String)> = HashMap::new();
     loop {
         let changed = shared.allowlists_changed.notified();
-        if let Err(e) = round(&shared, &mut known).await {
+        if let Err(e) = round(&shared, &mut known, &mut accounts).await {
             warn!("allowlist sync: {e}");
         }
         tokio::select! {
@@ -145,8 +146,14 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// One round over every list mirrored at Cloudflare.
-async fn round(shared: &Shared, known: &mut HashMap<(String, Target), Known>) -> Result<()> {
+/// One round over every list mirrored at Cloudflare. `accounts` keeps each Cloudflare
+/// account's client and id between rounds (forgotten after an error), so a quiet round makes
+/// no Cloudflare call at all.
+async fn round(
+    shared: &Shared,
+    known: &mut HashMap<(String, Target), Known>,
+    accounts: &mut HashMap<String, (Client, String)>,
+) -> Result<()> {
     let lists = shared.store.allowlists().await?;
     let now = shared.now();
     known.retain(|(name, _), _| lists.iter().any(|l| &l.name == name));
@@ -178,24 +185,24 @@ async fn round(shared: &Shared, known: &mut HashMap<(String, Target), Known>) ->
             continue;
         }
         let wanted = &sets[&list.name];
-        let cf = match client(shared, &list.account).await {
-            Ok(c) => c,
-            Err(e) => {
-                for t in targets {
-                    fail(shared, list, t, &e);
+        if !accounts.contains_key(&list.account) {
+            let found = match client(shared, &list.account).await {
+                Ok(cf) => account_id(&cf).await.map(|id| (cf, id)),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(found) => {
+                    accounts.insert(list.account.clone(), found);
                 }
-                continue;
-            }
-        };
-        let account = match account_id(&cf).await {
-            Ok(a) => a,
-            Err(e) => {
-                for t in targets {
-                    fail(shared, list, t, &e);
+                Err(e) => {
+                    for t in targets {
+                        fail(shared, list, t, &e);
+                    }
+                    continue;
                 }
-                continue;
             }
-        };
+        }
+        let (cf, account) = accounts[&list.account].clone();
         for target in targets {
             let k = known.entry((list.name.clone(), target)).or_default();
             let result = one(&cf, &account, list, target, wanted, k).await;
@@ -211,8 +218,9 @@ async fn round(shared: &Shared, known: &mut HashMap<(String, Target), Known>) ->
                     },
                 ),
                 Err(e) => {
-                    // Read it again next time: what happened is not known.
+                    // Read it again next time (and the account too): what happened is not known.
                     k.read_at = None;
+                    accounts.remove(&list.account);
                     fail(shared, list, target, &e);
                 }
             }

@@ -75,9 +75,15 @@ pub(super) async fn list_tunnels(
         "" => None,
         id => Some(super::agent_id_arg(id)?),
     };
+    // Each agent's record and desired state are read once, for all of its tunnels.
+    let mut hosts: std::collections::HashMap<String, tunnels::Host> = Default::default();
     let mut out = Vec::new();
     for row in shared.store.tunnels(agent.as_deref()).await? {
-        out.push(tunnels::view(shared, &row, false).await?);
+        if !hosts.contains_key(&row.agent_id) {
+            let host = tunnels::Host::read(shared, &row.agent_id).await?;
+            hosts.insert(row.agent_id.clone(), host);
+        }
+        out.push(tunnels::view_on(shared, &row, &hosts[&row.agent_id], false).await);
     }
     Ok(ListTunnelsResponse { tunnels: out })
 }

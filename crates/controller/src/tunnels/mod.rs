@@ -27,7 +27,7 @@ use ingress::LocalSite;
 
 pub use create::create;
 pub use manage::{add_route, delete, remove_route, restart, rotate};
-pub use view::view;
+pub use view::{Host, view, view_on};
 
 /// How long delete and rotate wait for the host.
 pub const HOST_WAIT: Duration = Duration::from_secs(60);

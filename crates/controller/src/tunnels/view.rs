@@ -1,28 +1,61 @@
 //! A tunnel as the admin API shows it: the row, the host's view and Cloudflare's side by side.
 
-use gatehouse_proto::v1::{self as pb, TunnelStatus};
+use gatehouse_proto::v1::{self as pb, DesiredState, TunnelStatus};
 
 use super::ingress;
-use super::revision;
 use crate::Shared;
 use crate::cloudflare::accounts::client;
 use crate::error::{Error, Result};
-use crate::store::TunnelRow;
+use crate::store::{AgentRow, TunnelRow};
+
+/// What a host's tunnels are shown with: the agent (its last apply) and its desired state
+/// (each tunnel's revision). Read once per agent, however many tunnels it has.
+#[derive(Debug, Default)]
+pub struct Host {
+    agent: Option<AgentRow>,
+    desired: DesiredState,
+}
+
+impl Host {
+    pub async fn read(shared: &Shared, agent_id: &str) -> Result<Self> {
+        Ok(Self {
+            agent: shared.store.agent_get(agent_id).await?,
+            desired: shared
+                .store
+                .desired_latest(agent_id)
+                .await?
+                .map(|d| d.state)
+                .unwrap_or_default(),
+        })
+    }
+}
 
 /// A tunnel as the admin API shows it: the row, the host's latest report and last apply, and
 /// (when asked for) Cloudflare's view beside it.
 pub async fn view(shared: &Shared, row: &TunnelRow, with_cloudflare: bool) -> Result<pb::Tunnel> {
+    let host = Host::read(shared, &row.agent_id).await?;
+    Ok(view_on(shared, row, &host, with_cloudflare).await)
+}
+
+/// The same, with the host already read.
+pub async fn view_on(
+    shared: &Shared,
+    row: &TunnelRow,
+    on: &Host,
+    with_cloudflare: bool,
+) -> pb::Tunnel {
     let live = shared.fleet.view(&row.agent_id);
     let host: Option<TunnelStatus> = live.tunnels.iter().find(|t| t.name == row.name).cloned();
-    let (host_state, host_error) = match shared.store.agent_get(&row.agent_id).await? {
+    let (host_state, host_error) = match &on.agent {
         Some(a) => a
             .last_apply
+            .as_ref()
             .and_then(|apply| {
                 apply
                     .results
-                    .into_iter()
+                    .iter()
                     .find(|r| r.kind == "tunnel" && r.name == row.name)
-                    .map(|r| (r.state, r.message))
+                    .map(|r| (r.state.clone(), r.message.clone()))
             })
             .unwrap_or_else(|| ("pending".into(), String::new())),
         None => (String::new(), String::new()),
@@ -64,7 +97,7 @@ pub async fn view(shared: &Shared, row: &TunnelRow, with_cloudflare: bool) -> Re
             }
         ));
     }
-    Ok(pb::Tunnel {
+    pb::Tunnel {
         agent_id: row.agent_id.clone(),
         name: row.name.clone(),
         account: row.account.clone(),
@@ -77,10 +110,15 @@ pub async fn view(shared: &Shared, row: &TunnelRow, with_cloudflare: bool) -> Re
         cloudflare,
         warnings,
         created_at: row.created_at,
-        revision: revision(shared, &row.agent_id, &row.name).await?,
+        revision: on
+            .desired
+            .tunnels
+            .iter()
+            .find(|t| t.name == row.name)
+            .map_or(0, |t| t.revision),
         host_state,
         host_error,
-    })
+    }
 }
 
 async fn cloudflare_view(shared: &Shared, row: &TunnelRow) -> pb::TunnelCloudflareView {
