@@ -47,6 +47,25 @@ pub fn ensure_dir_keep_mode(dir: &Path) -> Result<(), FileError> {
     fs::create_dir_all(dir).map_err(err("cannot create directory", dir))
 }
 
+/// A JSON file the agent keeps: `None` when it is not there, or (with a warning naming `what`)
+/// when it cannot be read or parsed.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
+    match fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring damaged {what}");
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read {what}");
+            None
+        }
+    }
+}
+
 /// Writes `data` to `path` atomically with `mode` (and `owner` when given).
 pub fn write_atomic(
     path: &Path,

@@ -142,15 +142,8 @@ impl Host {
 
     /// Keeps allowlist entries in `path` (0600), loading those a previous run left.
     pub fn with_allowlists_file(mut self, path: PathBuf) -> Self {
-        match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, Vec<String>>>(&bytes) {
-                Ok(lists) => *self.allowlists.get_mut().expect("allowlists lock") = lists,
-                Err(e) => {
-                    warn!(path = %path.display(), error = %e, "ignoring a damaged allowlist file")
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot read the allowlist file"),
+        if let Some(lists) = crate::host::files::read_json(&path, "allowlist entries") {
+            *self.allowlists.get_mut().expect("allowlists lock") = lists;
         }
         self.allowlists_file = Some(path);
         self

@@ -7,55 +7,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use base64::Engine;
-use gatehouse_common::Backoff;
 use gatehouse_proto::spec;
 use gatehouse_proto::v1::{CertificateRequest, IssuedCertificate};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+
+mod pending;
 
 use super::{INSTALL_RETRY, InstallError, Item, Outcome, Resource, failed, ok, pending};
 use crate::host::certs::{CertStore, Installed};
-use crate::host::files;
 use crate::identity::PendingKey;
-
-/// A pending key as kept on disk.
-#[derive(Serialize, Deserialize)]
-struct SavedPending {
-    revision: u64,
-    domains: Vec<String>,
-    key_type: i32,
-    key_pem: String,
-    /// Base64.
-    csr_der: String,
-}
-
-#[derive(Debug)]
-struct Pending {
-    revision: u64,
-    domains: Vec<String>,
-    key_type: i32,
-    key: PendingKey,
-    /// The chain the controller issued, kept while installing it fails on the host.
-    issued: Option<String>,
-    retry: Backoff,
-    /// When to try installing `issued` again (Unix seconds).
-    retry_at: i64,
-}
-
-impl Pending {
-    fn new(revision: u64, domains: Vec<String>, key_type: i32, key: PendingKey) -> Self {
-        Self {
-            revision,
-            domains,
-            key_type,
-            key,
-            issued: None,
-            retry: Backoff::new(INSTALL_RETRY.0, INSTALL_RETRY.1),
-            retry_at: 0,
-        }
-    }
-}
+use pending::Pending;
 
 /// What the desired state asks: the certificates, and the time the decisions are made at.
 #[derive(Debug, Clone)]
@@ -137,70 +98,15 @@ impl Certificates {
 
     /// Keeps pending keys in `path` (0600), loading those a previous run left.
     pub fn with_pending_file(mut self, path: PathBuf) -> Self {
-        match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, SavedPending>>(&bytes) {
-                Ok(saved) => {
-                    let mut pending = self.pending.lock().expect("pending lock");
-                    for (name, s) in saved {
-                        let csr = base64::engine::general_purpose::STANDARD.decode(&s.csr_der);
-                        match csr.map_err(|e| e.to_string()).and_then(|csr| {
-                            PendingKey::restore(&s.key_pem, csr).map_err(|e| e.to_string())
-                        }) {
-                            Ok(key) => {
-                                pending.insert(
-                                    name,
-                                    Pending::new(s.revision, s.domains, s.key_type, key),
-                                );
-                            }
-                            Err(e) => {
-                                warn!(certificate = %name, error = %e, "dropping a damaged pending key")
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    warn!(path = %path.display(), error = %e, "ignoring damaged pending keys")
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot read pending keys"),
-        }
+        *self.pending.get_mut().expect("pending lock") = pending::load(&path);
         self.pending_file = Some(path);
         self
     }
 
     /// Writes the pending keys (or removes the file when there are none).
     fn save_pending(&self, pending: &HashMap<String, Pending>) {
-        let Some(path) = &self.pending_file else {
-            return;
-        };
-        let result = if pending.is_empty() {
-            match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                _ => Ok(()),
-            }
-        } else {
-            let saved: BTreeMap<&String, SavedPending> = pending
-                .iter()
-                .map(|(name, p)| {
-                    (
-                        name,
-                        SavedPending {
-                            revision: p.revision,
-                            domains: p.domains.clone(),
-                            key_type: p.key_type,
-                            key_pem: p.key.key_pem().to_owned(),
-                            csr_der: base64::engine::general_purpose::STANDARD
-                                .encode(&p.key.csr_der),
-                        },
-                    )
-                })
-                .collect();
-            let json = serde_json::to_vec(&saved).expect("serialisable");
-            files::write_atomic(path, &json, 0o600, None).map_err(|e| e.to_string())
-        };
-        if let Err(e) = result {
-            warn!(path = %path.display(), error = %e, "cannot save pending keys");
+        if let Some(path) = &self.pending_file {
+            pending::save(path, pending);
         }
     }
 

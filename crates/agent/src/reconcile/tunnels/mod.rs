@@ -11,6 +11,7 @@
 //! hang cloudflared is known for) is restarted.
 
 mod health;
+mod unit;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,18 +23,12 @@ use gatehouse_proto::spec;
 use tracing::{info, warn};
 
 use super::{Item, Outcome, Resource, failed, ok, pending};
-use crate::config::{CLOUDFLARED, TunnelsConfig};
+use crate::config::TunnelsConfig;
 use crate::host::files;
 use crate::host::systemd::{Systemd, UnitName, UnitState, Wait};
+use unit::OURS;
+pub use unit::{Settings, TEMPLATE};
 
-/// The template unit as the packages ship it.
-pub const TEMPLATE: &str = include_str!("../../../../../systemd/gatehouse-tunnel@.service");
-/// The template's file name.
-const TEMPLATE_FILE: &str = "gatehouse-tunnel@.service";
-/// Where the packaged template keeps the agent's files.
-const PACKAGED_DIR: &str = "/var/lib/gatehouse-agent/tunnels";
-/// The first line of the agent's own copy of the template (the file is the agent's then).
-const OURS: &str = "# Written by gatehouse-agent for its configured paths; it rewrites it.\n";
 /// How long a tunnel may take to connect before its item says so.
 const RECHECK_STARTING: Duration = Duration::from_secs(5);
 
@@ -41,33 +36,6 @@ const RECHECK_STARTING: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub tunnels: Vec<spec::Tunnel>,
-}
-
-/// A tunnel's settings as its `env` file holds them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    pub port: u16,
-    pub revision: u64,
-}
-
-impl Settings {
-    fn render(&self, name: &TunnelName) -> String {
-        format!(
-            "# gatehouse-agent: tunnel {name}; the agent rewrites this file\n\
-             METRICS=127.0.0.1:{}\nGATEHOUSE_REVISION={}\n",
-            self.port, self.revision
-        )
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        };
-        let port = value("METRICS")?.strip_prefix("127.0.0.1:")?.parse().ok()?;
-        let revision = value("GATEHOUSE_REVISION")?.parse().ok()?;
-        Some(Self { port, revision })
-    }
 }
 
 /// One tunnel's files and unit on the host.
@@ -140,59 +108,6 @@ impl Tunnels {
             systemd,
             health: Mutex::default(),
         }
-    }
-
-    /// The template the configured paths need, or `None` when the packaged one fits; an
-    /// error when a path cannot be written into a unit file.
-    fn wanted_template(&self) -> Result<Option<String>, String> {
-        let dir = self.dir.display().to_string();
-        if dir.contains(|c: char| c.is_whitespace() || c.is_control() || "\"'\\%;".contains(c)) {
-            return Err(format!(
-                "the state directory {dir:?} cannot go into a unit file (whitespace, quotes, '\\', '%' or ';')"
-            ));
-        }
-        let cloudflared = self.config.cloudflared.display().to_string();
-        if dir == PACKAGED_DIR && cloudflared == CLOUDFLARED {
-            return Ok(None);
-        }
-        let text = TEMPLATE
-            .replace(PACKAGED_DIR, &dir)
-            .replace(CLOUDFLARED, &cloudflared);
-        Ok(Some(format!("{OURS}{text}")))
-    }
-
-    fn template_path(&self) -> PathBuf {
-        self.config.unit_dir.join(TEMPLATE_FILE)
-    }
-
-    fn tunnel_dir(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// The directories under the tunnels directory (each a tunnel the agent set up).
-    fn dirs(&self) -> Result<Vec<String>, String> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.dir.display())),
-        };
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect())
-    }
-
-    /// Whether anything of a tunnel is on this host (a directory the agent set up): when not,
-    /// and none is desired, there is nothing to look at (and a host without systemd is fine).
-    pub fn on_host(&self) -> bool {
-        self.dirs().map_or(true, |d| !d.is_empty())
-    }
-
-    /// A tunnel's settings as its `env` file holds them.
-    fn settings(&self, name: &str) -> Option<Settings> {
-        let text = std::fs::read_to_string(self.tunnel_dir(name).join("env")).ok()?;
-        Settings::parse(&text)
     }
 
     /// The last `lines` journal lines of a tunnel's unit.
@@ -631,35 +546,5 @@ mod tests {
             settings: s,
         });
         assert!(!shown.contains("SECRET"), "{shown}");
-    }
-
-    #[test]
-    fn the_template_is_rewritten_for_other_paths() {
-        let t = Tunnels::new(
-            TunnelsConfig {
-                cloudflared: "/opt/cf/cloudflared".into(),
-                unit_dir: "/etc/systemd/system".into(),
-                metrics_ports: 20300..=20302,
-                check_interval: Duration::from_secs(5),
-                restart_unready_after: Duration::from_secs(60),
-            },
-            "/srv/agent/tunnels".into(),
-            Systemd::host(),
-        );
-        let text = t.wanted_template().unwrap().unwrap();
-        assert!(text.contains("ExecStart=/opt/cf/cloudflared tunnel --no-autoupdate"));
-        assert!(text.contains("LoadCredential=token:/srv/agent/tunnels/%i/token"));
-        assert!(!text.contains(PACKAGED_DIR));
-        let packaged = Tunnels::new(
-            TunnelsConfig {
-                cloudflared: CLOUDFLARED.into(),
-                ..t.config.clone()
-            },
-            PACKAGED_DIR.into(),
-            Systemd::host(),
-        );
-        assert_eq!(packaged.wanted_template().unwrap(), None);
-        let bad = Tunnels::new(t.config.clone(), "/srv/my agent".into(), Systemd::host());
-        assert!(bad.wanted_template().unwrap_err().contains("unit file"));
     }
 }
