@@ -37,6 +37,7 @@ struct RawConfig {
     idle_connection_timeout: Option<String>,
     enroll_failure_limit: Option<u32>,
     log: Option<String>,
+    cloudflare_ranges: Option<Vec<String>>,
     checkin: Option<RawCheckin>,
 }
 
@@ -104,8 +105,38 @@ pub struct Config {
     pub enroll_failure_limit: u32,
     /// The log filter (`GATEHOUSE_LOG` wins when set).
     pub log: String,
+    /// The addresses Cloudflare's proxy connects from: a proxied site with an allowlist believes
+    /// `CF-Connecting-IP` from these peers only.
+    pub cloudflare_ranges: Vec<ipnet::IpNet>,
     pub checkin: CheckinConfig,
 }
+
+/// Cloudflare's published proxy ranges (<https://www.cloudflare.com/ips/>, also `GET /ips`),
+/// the default of `cloudflare_ranges`.
+pub const CLOUDFLARE_RANGES: [&str; 22] = [
+    "173.245.48.0/20",
+    "103.21.244.0/22",
+    "103.22.200.0/22",
+    "103.31.4.0/22",
+    "141.101.64.0/18",
+    "108.162.192.0/18",
+    "190.93.240.0/20",
+    "188.114.96.0/20",
+    "197.234.240.0/22",
+    "198.41.128.0/17",
+    "162.158.0.0/15",
+    "104.16.0.0/13",
+    "104.24.0.0/14",
+    "172.64.0.0/13",
+    "131.0.72.0/22",
+    "2400:cb00::/32",
+    "2606:4700::/32",
+    "2803:f800::/32",
+    "2405:b500::/32",
+    "2405:8100::/32",
+    "2a06:98c0::/29",
+    "2c0f:f248::/32",
+];
 
 impl Config {
     /// Defaults with all state under `data_dir`.
@@ -135,6 +166,10 @@ impl Config {
             idle_connection_timeout: Duration::from_secs(300),
             enroll_failure_limit: 20,
             log: "info".into(),
+            cloudflare_ranges: CLOUDFLARE_RANGES
+                .iter()
+                .map(|r| r.parse().expect("valid ranges"))
+                .collect(),
             checkin: CheckinConfig {
                 trusted_proxies: Vec::new(),
                 min_interval: Duration::from_secs(10),
@@ -217,6 +252,21 @@ impl Config {
         if let Some(p) = raw.master_key_file {
             c.master_key_file = p;
         }
+        let networks = |name, list: &[String]| -> Result<Vec<ipnet::IpNet>, ConfigError> {
+            list.iter()
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .map(|n| n.trunc())
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            field(
+                                name,
+                                format!("{p:?} is not an address or a CIDR like 10.0.0.0/8"),
+                            )
+                        })
+                })
+                .collect()
+        };
         let duration = |name, text: String| {
             humantime::parse_duration(&text).map_err(|e| {
                 field(
@@ -308,21 +358,12 @@ impl Config {
             gatehouse_common::logging::check_filter(&log).map_err(|m| field("log", m))?;
             c.log = log;
         }
+        if let Some(ranges) = raw.cloudflare_ranges {
+            c.cloudflare_ranges = networks("cloudflare_ranges", &ranges)?;
+        }
         if let Some(checkin) = raw.checkin {
             if let Some(proxies) = checkin.trusted_proxies {
-                c.checkin.trusted_proxies = proxies
-                    .iter()
-                    .map(|p| {
-                        p.parse::<ipnet::IpNet>()
-                            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                            .map_err(|_| {
-                                field(
-                                    "checkin.trusted_proxies",
-                                    format!("{p:?} is not an address or a CIDR like 10.0.0.0/8"),
-                                )
-                            })
-                    })
-                    .collect::<Result<_, _>>()?;
+                c.checkin.trusted_proxies = networks("checkin.trusted_proxies", &proxies)?;
             }
             if let Some(d) = checkin.min_interval {
                 c.checkin.min_interval = duration("checkin.min_interval", d)?;
@@ -478,6 +519,7 @@ mod tests {
                 "[checkin]\ntrusted_proxies = [\"10.0.0.0/33\"]",
                 "`checkin.trusted_proxies`",
             ),
+            ("cloudflare_ranges = [\"cf\"]", "`cloudflare_ranges`"),
             ("[checkin]\nmin_interval = \"x\"", "`checkin.min_interval`"),
             ("[checkin]\nfailure_limit = 0", "`checkin.failure_limit`"),
         ] {

@@ -53,6 +53,8 @@ pub struct Site {
     pub port: u16,
     /// Allowlists whose entries alone may reach the site (empty: everyone).
     pub allow: Vec<ResourceName>,
+    /// Peers whose `CF-Connecting-IP` names the client the allowlists judge.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Who signs a certificate.
@@ -214,6 +216,18 @@ impl TryFrom<&v1::SiteSpec> for Site {
                 allow.push(a);
             }
         }
+        let mut trusted_proxies: Vec<ipnet::IpNet> = Vec::new();
+        for p in &spec.trusted_proxies {
+            let p: ipnet::IpNet = p.parse().map_err(|_| {
+                SpecError::new(
+                    &item,
+                    format!("trusted_proxies: {p:?} is not a CIDR like 173.245.48.0/20"),
+                )
+            })?;
+            if !trusted_proxies.contains(&p.trunc()) {
+                trusted_proxies.push(p.trunc());
+            }
+        }
         Ok(Site {
             name,
             domains,
@@ -222,6 +236,7 @@ impl TryFrom<&v1::SiteSpec> for Site {
             headers,
             port,
             allow,
+            trusted_proxies,
         })
     }
 }
@@ -347,6 +362,7 @@ mod tests {
             response_headers: Default::default(),
             port: 0,
             allow: vec![],
+            trusted_proxies: vec![],
         }
     }
 
@@ -389,6 +405,10 @@ mod tests {
             (Box::new(|s| s.tls = None), "tls:"),
             (Box::new(|s| s.port = 70000), "port:"),
             (Box::new(|s| s.allow = vec!["Bad List".into()]), "allow:"),
+            (
+                Box::new(|s| s.trusted_proxies = vec!["1.2.3.4/8 }".into()]),
+                "trusted_proxies:",
+            ),
             (
                 Box::new(|s| {
                     s.response_headers.insert("X-A".into(), "a\nb".into());

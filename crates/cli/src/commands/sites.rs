@@ -112,6 +112,10 @@ pub enum SiteCommand {
         /// Let in only the addresses of this allowlist (repeatable); every other client gets 403.
         #[arg(long = "allow", value_name = "LIST")]
         allow: Vec<String>,
+        /// With --allow: a reverse proxy in front of Caddy whose CF-Connecting-IP names the
+        /// client (repeatable; loopback, and Cloudflare when proxied, are trusted already).
+        #[arg(long = "trusted-proxy", value_name = "CIDR", requires = "allow")]
+        trusted_proxies: Vec<String>,
         /// The key type of the certificate made with --tls internal.
         #[arg(long, value_enum, default_value_t = Key::P256)]
         key_type: Key,
@@ -157,6 +161,7 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         port,
         headers,
         allow,
+        trusted_proxies,
         key_type,
         acme_ca,
         acme_ca_root,
@@ -221,6 +226,7 @@ fn site_request(cmd: &SiteCommand) -> anyhow::Result<Option<PutSiteRequest>> {
         response_headers,
         port: u32::from(*port),
         allow: allow.clone(),
+        trusted_proxies: trusted_proxies.clone(),
     };
     // The same rules the controller and the agent apply, checked here first.
     gatehouse_proto::spec::Site::try_from(&site).map_err(|e| anyhow!("{}", e.reason))?;
@@ -258,6 +264,7 @@ fn cloudflare_request(
         port,
         headers,
         allow,
+        trusted_proxies,
         ..
     } = cmd
     else {
@@ -294,6 +301,7 @@ fn cloudflare_request(
         response_headers,
         port: u32::from(*port),
         allow: allow.clone(),
+        trusted_proxies: trusted_proxies.clone(),
     };
     // Check upstreams and headers with the same rules, the domain being the zone for now.
     let mut probe = site.clone();

@@ -110,15 +110,8 @@ pub(super) async fn put_site(shared: &Shared, req: PutSiteRequest) -> Result<Sit
             .await
             .map_err(|e| e.reworded(|m| format!("allow: {m}")))?;
     }
-    if !site_spec.allow.is_empty() && req.cloudflare.as_ref().is_some_and(|cf| cf.proxied) {
-        // Caddy would see only Cloudflare's addresses and refuse everyone.
-        return Err(Error::Invalid(
-            "allow: a proxied site sees Cloudflare's addresses, not its clients': mirror the \
-             allowlist at Cloudflare (allowlist create --cloudflare rules) and use it in a WAF \
-             rule, or use --dns-only"
-                .into(),
-        ));
-    }
+    let proxied = req.cloudflare.as_ref().is_some_and(|cf| cf.proxied);
+    site_spec.trusted_proxies = trusted_proxies(&shared.config(), &site_spec, proxied)?;
     let source = match &req.cloudflare {
         Some(cf) => {
             let agent = agent_by_id(shared, &id).await?;
@@ -164,6 +157,40 @@ pub(super) async fn put_site(shared: &Shared, req: PutSiteRequest) -> Result<Sit
     })
     .await?;
     site(shared, &id, &name).await
+}
+
+/// The peers whose `CF-Connecting-IP` an allowlisted site believes: the operator's own, plus
+/// loopback (cloudflared reaches the site from there, and a process on the host can reach the
+/// upstream without Caddy anyway), plus Cloudflare's ranges when the site is proxied.
+fn trusted_proxies(
+    config: &crate::config::Config,
+    site: &gatehouse_proto::v1::SiteSpec,
+    proxied: bool,
+) -> Result<Vec<String>> {
+    let mut out: Vec<ipnet::IpNet> = Vec::new();
+    for p in &site.trusted_proxies {
+        let net: ipnet::IpNet = p.parse().map_err(|_| {
+            Error::Invalid(format!(
+                "trusted_proxies: {p:?} is not a CIDR like 10.0.0.0/8"
+            ))
+        })?;
+        out.push(net.trunc());
+    }
+    if site.allow.is_empty() {
+        if !out.is_empty() {
+            return Err(Error::Invalid(
+                "trusted_proxies: only an allowlisted site (--allow) uses them".into(),
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    out.extend(["127.0.0.1/32", "::1/128"].map(|n| n.parse::<ipnet::IpNet>().expect("valid")));
+    if proxied {
+        out.extend(config.cloudflare_ranges.iter().copied());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|n| seen.insert(*n));
+    Ok(out.iter().map(ToString::to_string).collect())
 }
 
 pub(super) async fn list_sites(
@@ -215,4 +242,37 @@ pub(super) async fn delete_site(shared: &Shared, req: GetSiteRequest) -> Result<
         state: "deleted".into(),
         ..before
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allowlisted_site_trusts_loopback_and_cloudflare_only_when_proxied() {
+        let mut config = crate::config::Config::with_data_dir(std::path::Path::new("/x"));
+        config.cloudflare_ranges = vec!["173.245.48.0/20".parse().unwrap()];
+        let mut site = gatehouse_proto::v1::SiteSpec {
+            allow: vec!["home".into()],
+            trusted_proxies: vec!["10.1.2.3/8".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            trusted_proxies(&config, &site, false).unwrap(),
+            ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+        );
+        assert_eq!(
+            trusted_proxies(&config, &site, true).unwrap(),
+            ["10.0.0.0/8", "127.0.0.1/32", "::1/128", "173.245.48.0/20"]
+        );
+        site.trusted_proxies = vec!["10.0.0.0/8 }".into()];
+        let bad = trusted_proxies(&config, &site, false).unwrap_err();
+        assert!(bad.to_string().contains("trusted_proxies"), "{bad}");
+        site.allow.clear();
+        site.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let unused = trusted_proxies(&config, &site, false).unwrap_err();
+        assert!(unused.to_string().contains("--allow"), "{unused}");
+        site.trusted_proxies.clear();
+        assert!(trusted_proxies(&config, &site, true).unwrap().is_empty());
+    }
 }

@@ -72,8 +72,6 @@ pub fn route_view(r: &TunnelRouteRow) -> pb::TunnelRoute {
 pub struct LocalSite {
     pub domains: Vec<String>,
     pub port: u16,
-    /// The allowlists it lets in (through a tunnel Caddy sees only 127.0.0.1).
-    pub allow: Vec<String>,
 }
 
 /// The canonical ingress configuration for `routes`; `site` finds the sites that `site:NAME`
@@ -102,15 +100,6 @@ pub fn canonical(
                         r.hostname
                     ))
                 })?;
-                if !local.allow.is_empty() {
-                    return Err(Error::Precondition(format!(
-                        "route {}: the site {name} lets in only allowlist {}, and through a \
-                         tunnel every request comes from 127.0.0.1: mirror the allowlist at \
-                         Cloudflare and use it in an Access policy instead",
-                        r.hostname,
-                        local.allow.join(", ")
-                    )));
-                }
                 // Caddy picks the site by its name: the route's hostname when the site serves
                 // it, else the site's first domain.
                 let name = if local.domains.contains(&r.hostname) {
@@ -177,14 +166,9 @@ mod tests {
     #[test]
     fn a_site_route_reaches_caddy_with_the_site_name() {
         let site = |name: &str| {
-            (name == "shop" || name == "guarded").then(|| LocalSite {
+            (name == "shop").then(|| LocalSite {
                 domains: vec!["shop.internal".into()],
                 port: 8443,
-                allow: if name == "guarded" {
-                    vec!["home".into()]
-                } else {
-                    vec![]
-                },
             })
         };
         let rules = canonical(&[row("shop.example.com", "site:shop")], site).unwrap();
@@ -195,8 +179,6 @@ mod tests {
         );
         let missing = canonical(&[row("x.example.com", "site:nope")], site).unwrap_err();
         assert!(missing.to_string().contains("no site nope"), "{missing}");
-        let guarded = canonical(&[row("g.example.com", "site:guarded")], site).unwrap_err();
-        assert!(guarded.to_string().contains("127.0.0.1"), "{guarded}");
     }
 
     #[test]

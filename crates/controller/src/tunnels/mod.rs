@@ -101,7 +101,6 @@ async fn local_sites(
                 LocalSite {
                     domains: s.domains.clone(),
                     port,
-                    allow: s.allow.clone(),
                 },
             )
         })

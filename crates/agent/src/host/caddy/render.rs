@@ -71,18 +71,48 @@ pub fn render(site: &Site, cert: Option<&Installed>, allowed: Option<&[String]>)
         }
         out.push_str("\t}\n");
     }
-    match allowed {
-        None => {}
-        Some([]) => out.push_str("\trespond \"Forbidden\" 403\n"),
-        Some(cidrs) => {
-            let _ = writeln!(out, "\t@gatehouse_denied not remote_ip {}", cidrs.join(" "));
-            out.push_str("\trespond @gatehouse_denied \"Forbidden\" 403\n");
-        }
+    if let Some(cidrs) = allowed {
+        gate(&mut out, cidrs, &site.trusted_proxies);
     }
     let upstreams: Vec<String> = site.upstreams.iter().map(ToString::to_string).collect();
     let _ = writeln!(out, "\treverse_proxy {}", upstreams.join(" "));
     out.push_str("}\n");
     out
+}
+
+/// The allowlist gate: 403 to every client outside `cidrs` (everyone when it is empty).
+///
+/// The client is the TCP peer, except that a peer in `proxies` names it in `CF-Connecting-IP`
+/// (which Cloudflare and cloudflared set, overwriting what the client sent). Caddy 2.6 has no
+/// `client_ip`, and its `remote_ip forwarded` believes the first `X-Forwarded-For` from anyone:
+/// so the gate first makes that header say exactly what it must (the proxy's
+/// `CF-Connecting-IP`, or nothing for any other peer, which then counts as itself).
+fn gate(out: &mut String, cidrs: &[String], proxies: &[ipnet::IpNet]) {
+    if cidrs.is_empty() {
+        out.push_str("\trespond \"Forbidden\" 403\n");
+        return;
+    }
+    let allowed = cidrs.join(" ");
+    if proxies.is_empty() {
+        let _ = writeln!(out, "\t@gatehouse_denied not remote_ip {allowed}");
+        out.push_str("\trespond @gatehouse_denied \"Forbidden\" 403\n");
+        return;
+    }
+    let proxies: Vec<String> = proxies.iter().map(ToString::to_string).collect();
+    let proxies = proxies.join(" ");
+    out.push_str("\troute {\n");
+    let _ = writeln!(out, "\t\t@gatehouse_proxy remote_ip {proxies}");
+    out.push_str(
+        "\t\trequest_header @gatehouse_proxy X-Forwarded-For {http.request.header.CF-Connecting-IP}\n",
+    );
+    let _ = writeln!(out, "\t\t@gatehouse_direct not remote_ip {proxies}");
+    out.push_str("\t\trequest_header @gatehouse_direct -X-Forwarded-For\n");
+    let _ = writeln!(
+        out,
+        "\t\t@gatehouse_denied not remote_ip forwarded {allowed}"
+    );
+    out.push_str("\t\trespond @gatehouse_denied \"Forbidden\" 403\n");
+    out.push_str("\t}\n");
 }
 
 /// The line that makes the main Caddyfile read gatehouse's snippets.
@@ -194,6 +224,19 @@ mod tests {
             some.contains("\t@gatehouse_denied not remote_ip 203.0.113.7/32 2001:db8::/64\n")
                 && some.contains("\trespond @gatehouse_denied \"Forbidden\" 403\n"),
             "{some}"
+        );
+        let mut behind = s.clone();
+        behind.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        let proxied = render(&behind, None, Some(&["203.0.113.7/32".to_owned()]));
+        assert!(
+            proxied.contains(
+                "\troute {\n\t\t@gatehouse_proxy remote_ip 127.0.0.1/32\n\t\trequest_header \
+                 @gatehouse_proxy X-Forwarded-For {http.request.header.CF-Connecting-IP}\n\t\t\
+                 @gatehouse_direct not remote_ip 127.0.0.1/32\n\t\trequest_header \
+                 @gatehouse_direct -X-Forwarded-For\n\t\t@gatehouse_denied not remote_ip \
+                 forwarded 203.0.113.7/32\n\t\trespond @gatehouse_denied \"Forbidden\" 403\n\t}\n"
+            ),
+            "{proxied}"
         );
         let none = render(&s, None, Some(&[]));
         assert!(none.contains("\trespond \"Forbidden\" 403\n"), "{none}");
