@@ -6,30 +6,9 @@ use std::process::Command;
 
 use gatehouse_testkit::process::bin;
 
-#[test]
-fn the_benchmark_prints_every_figure_for_a_tiny_fleet() {
-    let out = Command::new(bin("gatehouse-bench"))
-        .args([
-            "--agents",
-            "12",
-            "--report-interval",
-            "1s",
-            "--cpu-window",
-            "2s",
-            "--agent-window",
-            "2s",
-            "--bursts",
-            "10",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let figures: HashMap<&str, f64> = stdout
+/// The `key: value` lines, every value a number.
+fn figures(stdout: &str) -> HashMap<&str, f64> {
+    stdout
         .lines()
         .filter_map(|l| l.split_once(": "))
         .map(|(k, v)| {
@@ -39,7 +18,39 @@ fn the_benchmark_prints_every_figure_for_a_tiny_fleet() {
                     .unwrap_or_else(|_| panic!("{k}: {v} is not a number")),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Runs `gatehouse-bench ARGS`, which must succeed; its stdout.
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(bin("gatehouse-bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_benchmark_prints_every_figure_for_a_tiny_fleet() {
+    let stdout = bench(&[
+        "--agents",
+        "12",
+        "--report-interval",
+        "1s",
+        "--cpu-window",
+        "2s",
+        "--agent-window",
+        "2s",
+        "--bursts",
+        "10",
+    ]);
+    let figures = figures(&stdout);
     for key in [
         "agents",
         "enroll_and_connect_seconds",
@@ -64,4 +75,37 @@ fn the_benchmark_prints_every_figure_for_a_tiny_fleet() {
     assert!(figures["fanout_latency_max_ms"] >= figures["fanout_latency_p50_ms"]);
     // One request per certificate revision, whatever the burst.
     assert_eq!(figures["burst_10_requests_per_certificate"], 1.0);
+}
+
+#[test]
+fn the_allowlist_benchmark_prints_every_figure_for_a_few_devices() {
+    let stdout = bench(&[
+        "allowlist",
+        "--devices",
+        "30",
+        "--window",
+        "2s",
+        "--caddy-sample",
+        "10",
+    ]);
+    let figures = figures(&stdout);
+    for key in [
+        "devices",
+        "allowlist_window_checkin_p99_ms",
+        "allowlist_to_cloudflare_p50_ms",
+        "allowlist_to_cloudflare_p99_ms",
+        "allowlist_to_caddy_p50_ms",
+        "allowlist_to_caddy_p99_ms",
+        "allowlist_sustained_checkins_per_second",
+        "allowlist_sustained_checkin_p99_ms",
+    ] {
+        assert!(figures.contains_key(key), "{key} missing:\n{stdout}");
+    }
+    assert_eq!(figures["devices"], 30.0);
+    assert_eq!(figures["allowlist_caddy_samples"], 3.0);
+    assert!(figures["allowlist_sustained_checkins_per_second"] > 0.0);
+    assert!(
+        figures["allowlist_to_caddy_p99_ms"] >= figures["allowlist_to_caddy_p50_ms"],
+        "{stdout}"
+    );
 }

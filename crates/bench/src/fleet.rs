@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use gatehouse_agent::identity::{Identity, PendingKey};
 use gatehouse_agent::runtime::Backoff;
 use gatehouse_agent::transport::{self, ControllerUrl};
@@ -28,14 +28,6 @@ struct Stats {
     connected: AtomicUsize,
     /// When each agent received generation 2 (the fan-out).
     fanout: Mutex<HashMap<String, Instant>>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 /// A report of realistic size: a few filesystems and interfaces.
@@ -142,44 +134,16 @@ async fn simulated_agent(
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
-    let bin_dir = match &o.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("binary directory")?
-            .to_owned(),
-    };
+    let bin_dir = bin_dir(o.bin_dir.as_deref())?;
     let dir = tempfile::Builder::new()
         .prefix("gatehouse-bench-")
         .tempdir()?;
-    let agent_port = free_port();
-    let http_port = free_port();
-    let config = dir.path().join("controller.toml");
-    let socket = dir.path().join("admin.sock");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nagent_listen = \"127.0.0.1:{agent_port}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
-             http_listen = \"127.0.0.1:{http_port}\"\nadmin_socket = {:?}\nreport_interval = \"{}s\"\n",
-            dir.path().join("controller").display().to_string(),
-            free_port(),
-            socket.display().to_string(),
-            o.report_interval.as_secs(),
-        ),
-    )?;
-    let mut controller = Controller {
-        child: None,
-        bin: bin_dir.join("gatehouse-controller"),
-        config: config.clone(),
-        socket: socket.clone(),
-        log: dir.path().join("controller.log"),
-    };
+    let setup = Setup::write(&bin_dir, dir.path(), o.report_interval, "")?;
+    let (http_port, socket) = (setup.http_port, setup.socket.clone());
+    let mut controller = setup.controller;
     controller.start()?;
     let pid = controller.pid();
-    let ca_pem = std::fs::read_to_string(dir.path().join("controller/ca.pem"))?;
-    let ca_hash = gatehouse_agent::pki::CertInfo::from_pem(&ca_pem)?.spki_hash;
-    let url = ControllerUrl::parse(&format!("https://127.0.0.1:{agent_port}"), agent_port)
-        .map_err(|e| anyhow!(e))?;
+    let (url, ca_pem, ca_hash) = agent_url(dir.path(), setup.agent_port)?;
     let mut adm = admin(&socket).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = rss(pid);
@@ -325,14 +289,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "fanout_all_received_seconds",
         format!("{:.2}", fan_total.as_secs_f64()),
     );
-    line(
-        "fanout_latency_p50_ms",
-        percentile(&latencies, 0.5).as_millis(),
-    );
-    line(
-        "fanout_latency_p99_ms",
-        percentile(&latencies, 0.99).as_millis(),
-    );
+    p50_p99("fanout_latency", &latencies);
     line(
         "fanout_latency_max_ms",
         latencies.last().copied().unwrap_or_default().as_millis(),

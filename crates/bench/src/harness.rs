@@ -21,6 +21,93 @@ pub(crate) struct Controller {
     pub(crate) log: PathBuf,
 }
 
+/// A controller's ports and files under `dir`, not started yet.
+pub(crate) struct Setup {
+    pub(crate) controller: Controller,
+    pub(crate) agent_port: u16,
+    pub(crate) http_port: u16,
+    pub(crate) socket: PathBuf,
+}
+
+impl Setup {
+    /// Writes `dir/controller.toml` (free loopback ports, `report_interval`, then `extra`).
+    pub(crate) fn write(
+        bin_dir: &Path,
+        dir: &Path,
+        report_interval: Duration,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        let agent_port = free_port();
+        let http_port = free_port();
+        let config = dir.join("controller.toml");
+        let socket = dir.join("admin.sock");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\nagent_listen = \"127.0.0.1:{agent_port}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
+                 http_listen = \"127.0.0.1:{http_port}\"\nadmin_socket = {:?}\nreport_interval = \"{}s\"\n{extra}",
+                dir.join("controller").display().to_string(),
+                free_port(),
+                socket.display().to_string(),
+                report_interval.as_secs(),
+            ),
+        )?;
+        Ok(Self {
+            controller: Controller {
+                child: None,
+                bin: bin_dir.join("gatehouse-controller"),
+                config,
+                socket: socket.clone(),
+                log: dir.join("controller.log"),
+            },
+            agent_port,
+            http_port,
+            socket,
+        })
+    }
+}
+
+/// The agent URL of a controller started under `dir` on `agent_port`, its CA (PEM) and pin.
+pub(crate) fn agent_url(
+    dir: &Path,
+    agent_port: u16,
+) -> anyhow::Result<(ControllerUrl, String, String)> {
+    let ca_pem = std::fs::read_to_string(dir.join("controller/ca.pem"))?;
+    let ca_hash = gatehouse_agent::pki::CertInfo::from_pem(&ca_pem)?.spki_hash;
+    let url = ControllerUrl::parse(&format!("https://127.0.0.1:{agent_port}"), agent_port)
+        .map_err(|e| anyhow!(e))?;
+    Ok((url, ca_pem, ca_hash))
+}
+
+/// Where the gatehouse binaries are: `given`, or beside this one.
+pub(crate) fn bin_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    Ok(match given {
+        Some(d) => d.to_owned(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary directory")?
+            .to_owned(),
+    })
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Prints `<key>_p50_ms` and `<key>_p99_ms` of `sorted`.
+pub(crate) fn p50_p99(key: &str, sorted: &[Duration]) {
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        line(
+            &format!("{key}_{name}_ms"),
+            percentile(sorted, p).as_millis(),
+        );
+    }
+}
+
 impl Controller {
     pub(crate) fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
@@ -123,15 +210,34 @@ pub(crate) async fn spawn_real_agent(
     url: &ControllerUrl,
     ca_hash: &str,
 ) -> anyhow::Result<(Child, String)> {
+    spawn_agent_with(
+        bin_dir,
+        dir,
+        name,
+        "[caddy]\nenabled = false\n",
+        adm,
+        url,
+        ca_hash,
+    )
+    .await
+}
+
+/// [`spawn_real_agent`] with `extra` as the config after `root`.
+pub(crate) async fn spawn_agent_with(
+    bin_dir: &Path,
+    dir: &Path,
+    name: &str,
+    extra: &str,
+    adm: &mut AdminServiceClient<Channel>,
+    url: &ControllerUrl,
+    ca_hash: &str,
+) -> anyhow::Result<(Child, String)> {
     let root = dir.join(name);
     std::fs::create_dir_all(&root)?;
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
-        format!(
-            "root = {:?}\n[caddy]\nenabled = false\n",
-            root.display().to_string()
-        ),
+        format!("root = {:?}\n{extra}", root.display().to_string()),
     )?;
     let token = adm
         .create_join_token(CreateJoinTokenRequest {

@@ -1,8 +1,10 @@
 //! `gatehouse-bench`: starts a real controller as its own process (SQLite store) and N
 //! simulated agents in this one process, each a real enrolled identity with its own mTLS
 //! `Connect` stream sending real `Report`s, and prints figures as `key: value` lines; then
-//! bursts of certificates for one real agent ([`burst`]).
+//! bursts of certificates for one real agent ([`burst`]). `gatehouse-bench allowlist` measures
+//! allowlist check-ins instead ([`allowlist`]).
 
+mod allowlist;
 mod burst;
 mod fleet;
 mod harness;
@@ -17,6 +19,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Options {
+    #[command(subcommand)]
+    pub bench: Option<Bench>,
     /// How many simulated agents.
     #[arg(long, default_value_t = 1000)]
     pub agents: usize,
@@ -41,17 +45,27 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
 }
 
+/// A benchmark other than the fleet's.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Devices checking in to an allowlist mirrored at Cloudflare and enforced by a host's Caddy.
+    Allowlist(allowlist::Options),
+}
+
 fn humantime_duration(s: &str) -> Result<Duration, String> {
     gatehouse_agent::config::parse_interval(s)
 }
 
 fn main() -> anyhow::Result<()> {
-    let options = Options::parse();
+    let mut options = Options::parse();
     raise_fd_limit(options.agents as u64 * 2 + 4096);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(fleet::run(options))
+    match options.bench.take() {
+        Some(Bench::Allowlist(o)) => runtime.block_on(allowlist::run(o)),
+        None => runtime.block_on(fleet::run(options)),
+    }
 }
 
 /// Each stream is a socket on both sides.

@@ -133,7 +133,16 @@ pub async fn checkin(
         .store
         .sighting_record(&device.id, &cidr.to_string(), now)
         .await?;
-    shared.allowlists_changed.notify_waiters();
+    // A new address changes the set at once; a device refreshing an address the hosts and
+    // Cloudflare already have changes nothing there (expiry is the sync loop's tick).
+    let known = shared
+        .allowlist_sets
+        .borrow()
+        .get(&list.name)
+        .is_some_and(|set| set.binary_search(&cidr.to_string()).is_ok());
+    if !known {
+        shared.allowlists_changed.notify_waiters();
+    }
     Ok(Accepted {
         list: list.name,
         device: device.name,
