@@ -47,3 +47,10 @@ pub fn labels_text(labels: &HashMap<String, String>) -> String {
 pub fn now() -> i64 {
     gatehouse_common::now_unix()
 }
+
+/// A duration argument (`25s`, `24h`, `30d`) in seconds.
+pub fn seconds(text: &str) -> Result<u64, String> {
+    humantime::parse_duration(text)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("{text:?} is not a duration like 25s, 24h or 30d: {e}"))
+}

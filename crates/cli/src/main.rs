@@ -5,6 +5,7 @@ mod args;
 mod client;
 mod commands;
 mod output;
+mod qr;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +97,9 @@ enum Command {
     /// Dynamic IP allowlists: devices check in, entries expire.
     #[command(subcommand)]
     Allowlist(commands::allowlists::AllowlistCommand),
+    /// WireGuard networks: hosts and clients, addresses, keys made where they are used.
+    #[command(subcommand)]
+    Wg(commands::wireguard::WgCommand),
     /// Print a shell completion script: `gatehousectl completions bash > /etc/bash_completion.d/gatehousectl`.
     Completions {
         #[arg(value_enum)]

@@ -14,6 +14,7 @@ pub mod pki;
 pub mod service;
 pub mod signals;
 pub mod transport;
+pub mod wgkeys;
 
 pub use backoff::{Backoff, jitter, random_below};
 pub use clock::Clock;

@@ -30,6 +30,7 @@ pub mod store;
 pub mod tls;
 pub mod tokens;
 pub mod tunnels;
+pub mod wireguard;
 
 /// What every service shares.
 #[derive(Debug)]

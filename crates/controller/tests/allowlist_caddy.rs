@@ -3,13 +3,14 @@
 //! when the later one expires), a revoked device's address at once, and `CF-Connecting-IP`
 //! counts only from a trusted peer (cloudflared, on loopback).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use gatehouse_common::Clock;
 use gatehouse_controller::allowlists::{self, Mirror, NewList};
-use gatehouse_controller::config::Config;
 use gatehouse_controller::secrets::{JOIN_PREFIX, Token};
 use gatehouse_controller::server::{self, Running};
 use gatehouse_controller::tokens;
@@ -35,15 +36,7 @@ impl Host {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual(gatehouse_common::now_unix());
-        let mut config = Config::with_data_dir(&dir.path().join("controller"));
-        for addr in [
-            &mut config.agent_listen,
-            &mut config.admin_listen,
-            &mut config.http_listen,
-        ] {
-            *addr = "127.0.0.1:0".parse().unwrap();
-        }
-        config.admin_socket = dir.path().join("admin.sock");
+        let mut config = support::config(dir.path());
         config.checkin.min_interval = Duration::from_secs(1);
         let running = server::start_with_clock(config, clock.clone(), CancellationToken::new())
             .await

@@ -2,6 +2,8 @@
 //! over HTTP from several loopback source addresses, the clock is moved to expire them, and
 //! every refusal (bad tokens, floods, bodies, sources, forged headers) changes nothing.
 
+mod support;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -16,15 +18,7 @@ async fn controller(
     clock: Clock,
     edit: impl FnOnce(&mut Config),
 ) -> Running {
-    let mut config = Config::with_data_dir(&dir.join("controller"));
-    for addr in [
-        &mut config.agent_listen,
-        &mut config.admin_listen,
-        &mut config.http_listen,
-    ] {
-        *addr = "127.0.0.1:0".parse().unwrap();
-    }
-    config.admin_socket = dir.join("admin.sock");
+    let mut config = support::config(dir);
     edit(&mut config);
     server::start_with_clock(config, clock, CancellationToken::new())
         .await

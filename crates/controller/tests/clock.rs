@@ -1,6 +1,8 @@
 //! Where wall-clock time decides, an in-process controller runs on a manual clock that the test
 //! moves: no test waits for a token to expire or an agent to miss its reports.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -8,7 +10,6 @@ use gatehouse_agent::config::Config as AgentConfig;
 use gatehouse_agent::runtime::Agent;
 use gatehouse_common::Clock;
 use gatehouse_common::transport::ControllerUrl;
-use gatehouse_controller::config::Config;
 use gatehouse_controller::secrets::{JOIN_PREFIX, Token};
 use gatehouse_controller::server::{self, Running};
 use gatehouse_controller::tokens;
@@ -17,15 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A controller on 127.0.0.1 with free ports, deciding by `clock`.
 async fn controller(dir: &std::path::Path, clock: Clock, report_interval: Duration) -> Running {
-    let mut config = Config::with_data_dir(&dir.join("controller"));
-    for addr in [
-        &mut config.agent_listen,
-        &mut config.admin_listen,
-        &mut config.http_listen,
-    ] {
-        *addr = "127.0.0.1:0".parse().unwrap();
-    }
-    config.admin_socket = dir.join("admin.sock");
+    let mut config = support::config(dir);
     config.report_interval = report_interval;
     server::start_with_clock(config, clock, CancellationToken::new())
         .await

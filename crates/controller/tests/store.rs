@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use gatehouse_controller::store::{
     AcmeAccountRow, AcmeOrderRow, AcmeTxtRow, AgentRow, ApiTokenRow, AuditRow, JoinTokenRow,
     LeaderJob, OrderState, RedeemError, Store, TunnelRecord, TunnelRouteRow, TunnelRow,
+    WgNetworkRow, WgPeerRow,
 };
 use gatehouse_proto::v1::DesiredState;
 use gatehouse_testkit::postgres::Postgres;
@@ -178,8 +179,88 @@ async fn check_tunnels(store: &Store) {
     store.tunnel_delete("agent2", "odoo-acme").await.unwrap();
 }
 
+/// WireGuard: a taken name or address is refused (not an error), a network with peers stays,
+/// a removed peer frees its addresses and comes back whole.
+async fn check_wireguard(store: &Store) {
+    let net = WgNetworkRow {
+        name: "office".into(),
+        interface: "gh-office".into(),
+        ipv4: "10.60.0.0/24".into(),
+        ipv6: "fd12:3456:789a::/64".into(),
+        topology: "mesh".into(),
+        port: 51820,
+        mtu: 1420,
+        dns: vec!["10.60.0.1".into(), "fd12:3456:789a::1".into()],
+        keepalive_seconds: 25,
+        created_at: 100,
+    };
+    assert!(store.wg_network_insert(&net).await.unwrap());
+    assert!(!store.wg_network_insert(&net).await.unwrap());
+    assert_eq!(
+        store.wg_network_get("office").await.unwrap(),
+        Some(net.clone())
+    );
+    let host = WgPeerRow {
+        network: "office".into(),
+        name: "agent1".into(),
+        kind: "host".into(),
+        agent_id: "agent1".into(),
+        public_key: String::new(),
+        ipv4: "10.60.0.1".into(),
+        ipv6: "fd12:3456:789a::1".into(),
+        hub: true,
+        endpoint: "hub.example.com:51820".into(),
+        preshared_key: String::new(),
+        expires_at: 0,
+        key_revision: 0,
+        created_at: 100,
+    };
+    assert!(store.wg_peer_insert(&host).await.unwrap());
+    let same_address = WgPeerRow {
+        name: "phone".into(),
+        kind: "client".into(),
+        ipv6: "fd12:3456:789a::2".into(),
+        ..host.clone()
+    };
+    assert!(!store.wg_peer_insert(&same_address).await.unwrap());
+    let phone = WgPeerRow {
+        ipv4: "10.60.0.2".into(),
+        preshared_key: "sealed".into(),
+        expires_at: 500,
+        hub: false,
+        ..same_address
+    };
+    assert!(store.wg_peer_insert(&phone).await.unwrap());
+    assert!(
+        store
+            .wg_host_key_set("office", "agent1", "k=")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .wg_host_key_set("office", "agent1", "k=")
+            .await
+            .unwrap()
+    );
+    let peers = store.wg_peers("office").await.unwrap();
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers[0].public_key, "k=");
+    assert_eq!(store.wg_addresses("office").await.unwrap().len(), 2);
+    assert!(!store.wg_network_delete("office").await.unwrap());
+    assert_eq!(
+        store.wg_peer_delete("office", "phone").await.unwrap(),
+        Some(phone)
+    );
+    assert_eq!(store.wg_peer_delete("office", "phone").await.unwrap(), None);
+    store.wg_peer_delete("office", "agent1").await.unwrap();
+    assert!(store.wg_network_delete("office").await.unwrap());
+    assert!(store.wg_networks().await.unwrap().is_empty());
+}
+
 async fn check_everything(store: Store) {
     check_tunnels(&store).await;
+    check_wireguard(&store).await;
     check_allowlists(&store).await;
     // Join tokens: redeemed once, atomically, only while valid.
     store.join_token_insert(&token("tok1", 200)).await.unwrap();

@@ -5,15 +5,9 @@ use gatehouse_proto::names::ResourceName;
 use gatehouse_proto::v1::*;
 
 use crate::Output;
-use crate::args::{confirm, now};
+use crate::args::{confirm, now, seconds as parse_duration};
 use crate::client::{Client, explain};
 use crate::output::{self, relative, say, time};
-
-fn parse_duration(text: &str) -> Result<u64, String> {
-    humantime::parse_duration(text)
-        .map(|d| d.as_secs())
-        .map_err(|e| format!("{text:?} is not a duration like 24h or 30d: {e}"))
-}
 
 #[derive(Debug, Subcommand)]
 pub enum AllowlistCommand {

@@ -12,6 +12,7 @@ pub mod cloudflare;
 pub mod sites;
 pub mod tokens;
 pub mod tunnels;
+pub mod wireguard;
 
 use crate::args::labels_arg;
 use crate::{Cli, Command};
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Site(cmd) => sites::check(cmd)?,
         Command::Tunnel(cmd) => tunnels::check(cmd)?,
         Command::Allowlist(cmd) => allowlists::check(cmd)?,
+        Command::Wg(cmd) => wireguard::check(cmd)?,
         _ => {}
     }
     let mut client = crate::client::connect(&cli).await?;
@@ -46,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acme(cmd) => acme::run(&mut client, cmd, out).await,
         Command::Tunnel(cmd) => tunnels::run(&mut client, cmd, out).await,
         Command::Allowlist(cmd) => allowlists::run(&mut client, cmd, out).await,
+        Command::Wg(cmd) => wireguard::run(&mut client, cmd, out).await,
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("answered before connecting")
         }

@@ -13,6 +13,7 @@ mod cloudflare;
 mod sites;
 mod tokens;
 mod tunnels;
+mod wireguard;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -304,6 +305,14 @@ admin_api! {
         revoke_allowlist_device(RevokeAllowlistDeviceRequest) -> AllowlistDevice: Operator audit "allowlist.device.revoke" => allowlists;
         add_allowlist_entry(AddAllowlistEntryRequest) -> Allowlist: Operator audit "allowlist.entry.add" => allowlists;
         remove_allowlist_entry(RemoveAllowlistEntryRequest) -> Allowlist: Operator audit "allowlist.entry.remove" => allowlists;
+
+        create_wg_network(CreateWgNetworkRequest) -> WgNetwork: Operator audit "wg.network.create" => wireguard;
+        list_wg_networks(ListWgNetworksRequest) -> ListWgNetworksResponse: Viewer => wireguard;
+        get_wg_network(GetWgNetworkRequest) -> WgNetwork: Viewer => wireguard;
+        delete_wg_network(GetWgNetworkRequest) -> WgNetwork: Operator audit "wg.network.delete" => wireguard;
+        add_wg_host(AddWgHostRequest) -> WgPeer: Operator audit "wg.host.add" => wireguard;
+        add_wg_client(AddWgClientRequest) -> AddWgClientResponse: Operator audit "wg.client.add" => wireguard;
+        remove_wg_peer(RemoveWgPeerRequest) -> WgPeer: Operator audit "wg.peer.remove" => wireguard;
     }
 
     streams {

@@ -14,6 +14,7 @@ mod join_tokens;
 mod kv;
 mod leader;
 mod tunnels;
+mod wireguard;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -32,6 +33,7 @@ pub use cloudflare::{CloudflareAccountRow, CloudflareSiteRow};
 pub use join_tokens::{JoinTokenRow, RedeemError};
 pub use leader::{Leader, LeaderJob};
 pub use tunnels::{TunnelRecord, TunnelRouteRow, TunnelRow};
+pub use wireguard::{WgNetworkRow, WgPeerRow};
 
 /// A store failure. Messages name the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "allowlists",
         include_str!("../../migrations/0007_allowlists.sql"),
+    ),
+    (
+        8,
+        "wireguard",
+        include_str!("../../migrations/0008_wireguard.sql"),
     ),
 ];
 

@@ -3,6 +3,7 @@
 
 mod site;
 mod tunnel;
+mod wireguard;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +11,7 @@ use std::str::FromStr;
 
 pub use site::{HeaderName, HeaderValue, Upstream};
 pub use tunnel::{TunnelName, TunnelRoute, TunnelService, TunnelToken};
+pub use wireguard::{InterfaceName, WgEndpoint, WgKey};
 
 /// Why a name was refused: the field it came from and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
