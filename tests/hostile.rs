@@ -122,6 +122,15 @@ async fn a_hosts_acks_and_reports_cannot_write_to_the_operators_terminal_or_the_
             ..Default::default()
         }),
         applied_generation: 1,
+        wireguard: HOSTILE
+            .iter()
+            .map(|bad| WireguardStatus {
+                network: (*bad).into(),
+                interface: (*bad).into(),
+                public_key: (*bad).into(),
+                ..Default::default()
+            })
+            .collect(),
         tunnels: HOSTILE
             .iter()
             .map(|bad| TunnelStatus {

@@ -132,8 +132,7 @@ async fn an_agent_cannot_pose_as_another() {
                 ..Default::default()
             }),
             applied_generation: 0,
-            certificates: vec![],
-            tunnels: vec![],
+            ..Default::default()
         })),
     };
     connect_with(

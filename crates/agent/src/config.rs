@@ -30,6 +30,23 @@ struct RawConfig {
     log: Option<String>,
     caddy: Option<RawCaddy>,
     tunnels: Option<RawTunnels>,
+    wireguard: Option<RawWireguard>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWireguard {
+    userspace: Option<String>,
+    wireguard_go: Option<PathBuf>,
+}
+
+/// How WireGuard interfaces run on this host when the kernel has no WireGuard module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireguardConfig {
+    /// `gatehouse-wg@IFACE.service`, or wireguard-go started by the agent itself (it detaches).
+    pub userspace: crate::host::wireguard::Userspace,
+    /// The wireguard-go executable.
+    pub wireguard_go: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +129,7 @@ pub struct Config {
     /// The log filter (`GATEHOUSE_LOG` wins when set).
     pub log: String,
     pub tunnels: TunnelsConfig,
+    pub wireguard: WireguardConfig,
 }
 
 /// Every path the agent writes, below one root so tests and dev mode run without root.
@@ -178,6 +196,11 @@ impl Paths {
     }
 
     /// One directory per tunnel (0700) with its token file (0600) and its unit's settings.
+    pub fn wireguard(&self) -> PathBuf {
+        self.state_dir.join("wireguard")
+    }
+
+    /// Where the tunnels' token files are.
     pub fn tunnels(&self) -> PathBuf {
         self.state_dir.join("tunnels")
     }
@@ -209,6 +232,15 @@ impl Config {
                 metrics_ports: 20300..=20999,
                 check_interval: Duration::from_secs(5),
                 restart_unready_after: Duration::from_secs(60),
+            },
+            wireguard: WireguardConfig {
+                // Without systemd running (a container, a test), wireguard-go runs on its own.
+                userspace: if Path::new("/run/systemd/system").exists() {
+                    crate::host::wireguard::Userspace::Systemd
+                } else {
+                    crate::host::wireguard::Userspace::Direct
+                },
+                wireguard_go: PathBuf::from("/usr/bin/wireguard-go"),
             },
         }
     }
@@ -245,6 +277,29 @@ impl Config {
         }
         if let Some(raw_caddy) = raw.caddy {
             config.caddy = caddy_config(&root, raw_caddy).map_err(|(f, m)| field(f, m))?;
+        }
+        if let Some(w) = raw.wireguard {
+            if let Some(u) = w.userspace {
+                config.wireguard.userspace = match u.as_str() {
+                    "systemd" => crate::host::wireguard::Userspace::Systemd,
+                    "direct" => crate::host::wireguard::Userspace::Direct,
+                    other => {
+                        return Err(field(
+                            "wireguard.userspace",
+                            format!("{other:?} is neither systemd nor direct"),
+                        ));
+                    }
+                };
+            }
+            if let Some(bin) = w.wireguard_go {
+                if !bin.is_absolute() {
+                    return Err(field(
+                        "wireguard.wireguard_go",
+                        "must be an absolute path".into(),
+                    ));
+                }
+                config.wireguard.wireguard_go = bin;
+            }
         }
         if let Some(raw_tunnels) = raw.tunnels {
             tunnels_config(&root, &mut config.tunnels, raw_tunnels)

@@ -87,6 +87,7 @@ impl Agent {
                 applied_generation: self.applied_generation(),
                 certificates: self.host.certs().inventory(),
                 tunnels: self.tunnel_status(),
+                wireguard: self.wireguard_status(),
             });
             next = Instant::now() + jitter(*interval.borrow());
         }
@@ -134,6 +135,7 @@ impl Agent {
                     applied_generation: self.applied_generation(),
                     certificates: self.host.certs().inventory(),
                     tunnels: statuses,
+                    wireguard: self.wireguard_status(),
                 });
             }
         }

@@ -182,7 +182,13 @@ impl Agent {
             tunnels(&config),
         )
         .with_pending_file(paths.pending_keys())
-        .with_allowlists_file(paths.allowlists());
+        .with_allowlists_file(paths.allowlists())
+        .with_wireguard(crate::host::wireguard::WireGuard {
+            dir: paths.wireguard(),
+            userspace: config.wireguard.userspace,
+            wireguard_go: config.wireguard.wireguard_go.clone(),
+            systemd: Systemd::host(),
+        });
         let agent = Arc::new(Self {
             host,
             tunnel_status: Mutex::default(),
@@ -382,6 +388,12 @@ impl Agent {
             .as_ref()
             .map(|d| gatehouse_proto::spec::ValidState::from_state(d).tunnels)
             .unwrap_or_default()
+    }
+
+    /// Each WireGuard interface of the applied state as it is now.
+    pub(crate) fn wireguard_status(&self) -> Vec<gatehouse_proto::v1::WireguardStatus> {
+        let applied = self.applied.lock().expect("applied lock").clone();
+        applied.map_or_else(Vec::new, |state| self.host.wireguard_status(&state))
     }
 
     /// Each tunnel as the last health check saw it.

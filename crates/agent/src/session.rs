@@ -114,6 +114,8 @@ struct Session<'a> {
     retry_at: Option<Instant>,
     /// The certificate inventory the controller was last told.
     told: Option<Vec<CertificateInventory>>,
+    /// The WireGuard keys (network, public key) the controller was last told.
+    told_keys: Vec<(String, String)>,
     /// Journal readers by request id; all stop with the session.
     logs: HashMap<u64, CancellationToken>,
     logs_stop: CancellationToken,
@@ -165,6 +167,7 @@ pub(crate) async fn run(
         dirty: true,
         retry_at: None,
         told: None,
+        told_keys: Vec::new(),
         logs: HashMap::new(),
         logs_stop: CancellationToken::new(),
     };
@@ -348,7 +351,12 @@ impl Session<'_> {
             .flatten()
             .min();
         let inventory = self.agent.host.certs().inventory();
-        if self.told.as_ref() != Some(&inventory) {
+        let wireguard = self.agent.wireguard_status();
+        let keys: Vec<(String, String)> = wireguard
+            .iter()
+            .map(|w| (w.network.clone(), w.public_key.clone()))
+            .collect();
+        if self.told.as_ref() != Some(&inventory) || self.told_keys != keys {
             self.push(
                 Key::Report,
                 Up::Report(Report {
@@ -357,9 +365,11 @@ impl Session<'_> {
                     applied_generation: self.agent.applied_generation(),
                     certificates: inventory.clone(),
                     tunnels: self.agent.tunnel_status(),
+                    wireguard,
                 }),
             )?;
             self.told = Some(inventory);
+            self.told_keys = keys;
         }
         Ok(())
     }

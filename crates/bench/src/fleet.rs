@@ -61,6 +61,7 @@ fn report() -> Report {
         applied_generation: 0,
         certificates: vec![],
         tunnels: vec![],
+        wireguard: vec![],
     }
 }
 

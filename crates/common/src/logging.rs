@@ -25,6 +25,16 @@ pub fn check_filter(directives: &str) -> Result<(), String> {
         .map_err(|e| format!("{directives:?} is not a log filter: {e}"))
 }
 
+/// `filter` without the noise of netlink-packet-route, which warns of every kernel attribute
+/// newer than itself.
+fn quiet(filter: EnvFilter) -> EnvFilter {
+    filter.add_directive(
+        "netlink_packet_route=error"
+            .parse()
+            .expect("a valid directive"),
+    )
+}
+
 /// Installs the global subscriber with `filter` (the config file's `log`), unless
 /// `GATEHOUSE_LOG` says otherwise.
 pub fn init(filter: &str) -> LogFilter {
@@ -35,7 +45,7 @@ pub fn init(filter: &str) -> LogFilter {
             false,
         ),
     };
-    let (layer, handle) = reload::Layer::new(env);
+    let (layer, handle) = reload::Layer::new(quiet(env));
     let registry = tracing_subscriber::registry().with(layer);
     let installed = if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
@@ -71,7 +81,7 @@ impl LogFilter {
         if self.from_env {
             return Ok(());
         }
-        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        let filter = quiet(EnvFilter::try_new(directives).map_err(|e| e.to_string())?);
         match &self.handle {
             Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
             None => Ok(()),

@@ -258,6 +258,10 @@ pub async fn start_with_clock(
         shutdown.clone(),
     ));
     tasks.spawn(crate::allowlists::sweep(shared.clone(), shutdown.clone()));
+    tasks.spawn(crate::wireguard::desired::expiry(
+        shared.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(crate::allowlists::sync::run(
         shared.clone(),
         shutdown.clone(),

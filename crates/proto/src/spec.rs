@@ -9,6 +9,9 @@ use crate::names::{
 };
 use crate::v1;
 
+mod wireguard;
+pub use wireguard::{Wireguard, WireguardPeer};
+
 /// A spec item that cannot be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{item}: {reason}")]
@@ -270,6 +273,7 @@ pub struct ValidState {
     pub certificates: Vec<Certificate>,
     pub sites: Vec<Site>,
     pub tunnels: Vec<Tunnel>,
+    pub wireguard: Vec<Wireguard>,
     pub errors: Vec<SpecError>,
 }
 
@@ -312,6 +316,23 @@ impl ValidState {
                     SpecError::new(&format!("tunnel/{}", t.name), "duplicate name"),
                 ),
                 Ok(t) => out.tunnels.push(t),
+                Err(e) => out.errors.push(e),
+            }
+        }
+        for spec in &state.wireguard {
+            match Wireguard::try_from(spec) {
+                Ok(w)
+                    if out
+                        .wireguard
+                        .iter()
+                        .any(|o| o.network == w.network || o.interface == w.interface) =>
+                {
+                    out.errors.push(SpecError::new(
+                        &format!("wireguard/{}", w.network),
+                        "duplicate network or interface",
+                    ))
+                }
+                Ok(w) => out.wireguard.push(w),
                 Err(e) => out.errors.push(e),
             }
         }

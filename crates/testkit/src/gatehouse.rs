@@ -380,6 +380,8 @@ pub struct Agent {
     pub config: PathBuf,
     proc: Option<Proc>,
     runs: u32,
+    /// Runs it through this first (`ip netns exec NS`).
+    prefix: Vec<String>,
 }
 
 impl Agent {
@@ -399,7 +401,14 @@ impl Agent {
             config,
             proc: None,
             runs: 0,
+            prefix: Vec::new(),
         }
+    }
+
+    /// Runs the agent inside `ns` from now on, as a host of its own.
+    pub fn in_netns(mut self, ns: &crate::netns::Netns) -> Self {
+        self.prefix = ns.host_prefix();
+        self
     }
 
     /// Rewrites the config file (a reload test sends SIGHUP next).
@@ -448,7 +457,14 @@ impl Agent {
     pub fn run(&mut self) {
         let log = self.root.with_extension(format!("run-{}.log", self.runs));
         self.runs += 1;
-        let mut cmd = Command::new(bin("gatehouse-agent"));
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("gatehouse-agent"));
+                c
+            }
+            None => Command::new(bin("gatehouse-agent")),
+        };
         cmd.arg("--config").arg(&self.config).arg("run");
         // Debug logs, unless the test sets the config file's own filter.
         let text = std::fs::read_to_string(&self.config).unwrap_or_default();

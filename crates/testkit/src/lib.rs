@@ -7,6 +7,7 @@ pub mod caddy;
 pub use gatehouse_cloudflare_emulator as cloudflare;
 pub mod cloudflare_schema;
 pub mod gatehouse;
+pub mod netns;
 pub mod pebble;
 pub mod postgres;
 pub mod process;

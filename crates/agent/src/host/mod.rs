@@ -5,3 +5,4 @@ pub mod certs;
 pub mod files;
 pub mod metrics;
 pub mod systemd;
+pub mod wireguard;

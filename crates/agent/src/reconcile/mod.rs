@@ -8,6 +8,7 @@
 pub mod certificates;
 pub mod sites;
 pub mod tunnels;
+pub mod wireguard;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -126,6 +127,8 @@ pub struct Host {
     /// a restart without the controller enforces the same set).
     allowlists: RwLock<BTreeMap<String, Vec<String>>>,
     allowlists_file: Option<PathBuf>,
+    /// `None` until set up (hosts that run no WireGuard can leave it).
+    wireguard: Option<wireguard::Interfaces>,
 }
 
 impl Host {
@@ -137,7 +140,26 @@ impl Host {
             tunnels: RwLock::new(Arc::new(tunnels)),
             allowlists: RwLock::default(),
             allowlists_file: None,
+            wireguard: None,
         }
+    }
+
+    /// Runs WireGuard interfaces with `wg`.
+    pub fn with_wireguard(mut self, wg: crate::host::wireguard::WireGuard) -> Self {
+        self.wireguard = Some(wireguard::Interfaces::new(wg));
+        self
+    }
+
+    /// Each WireGuard interface of `state` as it is now.
+    pub fn wireguard_status(
+        &self,
+        state: &DesiredState,
+    ) -> Vec<gatehouse_proto::v1::WireguardStatus> {
+        let Some(wg) = &self.wireguard else {
+            return Vec::new();
+        };
+        let valid = ValidState::from_state(state);
+        wg.status(&valid.wireguard)
     }
 
     /// Keeps allowlist entries in `path` (0600), loading those a previous run left.
@@ -254,6 +276,23 @@ impl Host {
                 tunnels: valid.tunnels.clone(),
             };
             pass(tunnels.as_ref(), "tunnels", &desired, &mut out).await;
+        }
+        match &self.wireguard {
+            Some(wg) if !valid.wireguard.is_empty() || wg.on_host() => {
+                let desired = wireguard::Desired {
+                    interfaces: valid.wireguard.clone(),
+                };
+                pass(wg, "wireguard", &desired, &mut out).await;
+            }
+            Some(_) => {}
+            None => {
+                for w in &valid.wireguard {
+                    out.results.push(failed(
+                        ("wireguard", w.network.to_string()),
+                        "WireGuard is not set up on this host",
+                    ));
+                }
+            }
         }
         // Whatever the other items did: the index keeps the versions a restored site may use.
         let wanted: BTreeSet<String> = valid

@@ -4,10 +4,11 @@
 //! dropped when they do not have it. A compromised host can then put nothing into a table, a
 //! log line or the audit trail that rewrites what an operator sees.
 
-use gatehouse_proto::names::TunnelName;
-use gatehouse_proto::names::{DomainName, ResourceName};
+use gatehouse_proto::names::{DomainName, InterfaceName, ResourceName, TunnelName, WgKey};
 use gatehouse_proto::text::escape;
-use gatehouse_proto::v1::{Ack, CertificateInventory, HostFacts, Report, TunnelStatus};
+use gatehouse_proto::v1::{
+    Ack, CertificateInventory, HostFacts, Report, TunnelStatus, WireguardStatus,
+};
 
 /// The longest item error kept.
 const ERROR_MAX: usize = 2000;
@@ -73,6 +74,17 @@ pub fn report(report: &mut Report) {
     for t in &mut report.tunnels {
         tunnel(t);
     }
+    report.wireguard.retain(wireguard_shaped);
+    report.wireguard.truncate(TUNNELS_MAX);
+    for w in &mut report.wireguard {
+        w.error = bounded(&w.error, ERROR_MAX);
+        w.peers.retain(|p| p.public_key.parse::<WgKey>().is_ok());
+        for p in &mut w.peers {
+            if p.endpoint.parse::<std::net::SocketAddr>().is_err() {
+                p.endpoint.clear();
+            }
+        }
+    }
     if let Some(m) = &mut report.metrics {
         m.filesystems.retain(|f| path_shaped(&f.mount_point));
         for f in &mut m.filesystems {
@@ -80,6 +92,13 @@ pub fn report(report: &mut Report) {
         }
         m.interfaces.retain(|i| interface_shaped(&i.name));
     }
+}
+
+/// A WireGuard status names a network and an interface, with a key when it has one.
+fn wireguard_shaped(w: &WireguardStatus) -> bool {
+    w.network.parse::<ResourceName>().is_ok()
+        && w.interface.parse::<InterfaceName>().is_ok()
+        && (w.public_key.is_empty() || w.public_key.parse::<WgKey>().is_ok())
 }
 
 fn tunnel(t: &mut TunnelStatus) {

@@ -309,6 +309,7 @@ impl Session {
             // Tunnel tokens are stored sealed, apart from the desired state: filled in here.
             let state =
                 crate::tunnels::with_tokens(&self.shared, self.id.as_str(), latest.state).await?;
+            let state = crate::wireguard::desired::with_secrets(&self.shared, state).await?;
             self.push(Key::Desired, down(Down::DesiredState(state)))?;
         }
         self.send_lists()
@@ -366,6 +367,7 @@ impl Session {
             }
             Some(Up::Report(mut report)) => {
                 super::clean::report(&mut report);
+                crate::wireguard::desired::reported(&self.shared, agent, &report.wireguard).await?;
                 self.shared.fleet.report(agent, report, self.shared.now());
             }
             Some(Up::CertificateRequest(request)) => self.start_issuing(request).await?,

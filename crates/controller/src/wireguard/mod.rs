@@ -3,8 +3,10 @@
 //! the public half; clients' keys are made by `gatehousectl` on the operator's machine. A
 //! client's preshared key is the one secret here, sealed, for the hub only.
 //!
-//! [`networks`] creates and lists networks; [`peers`] adds and removes hosts and clients.
+//! [`networks`] creates and lists networks; [`peers`] adds and removes hosts and clients;
+//! [`desired`] puts what each host runs into its desired state.
 
+pub mod desired;
 pub mod ipam;
 pub mod networks;
 pub mod peers;

@@ -74,7 +74,9 @@ pub async fn add_host(shared: &Shared, new: NewHost) -> Result<WgPeerRow> {
         key_revision: 0,
         created_at: shared.now(),
     };
-    insert(shared, &network, peer, &new.ipv4, &new.ipv6).await
+    let added = insert(shared, &network, peer, &new.ipv4, &new.ipv6).await?;
+    super::desired::sync(shared, &network.name).await?;
+    Ok(added)
 }
 
 /// A client joins `network` by its public key. It attaches to the network's hub, which must
@@ -122,6 +124,7 @@ pub async fn add_client(shared: &Shared, new: NewClient) -> Result<(WgPeerRow, W
         created_at: shared.now(),
     };
     let client = insert(shared, &network, peer, &new.ipv4, &new.ipv6).await?;
+    super::desired::sync(shared, &network.name).await?;
     Ok((client, hub))
 }
 
@@ -151,7 +154,7 @@ pub async fn hub(shared: &Shared, network: &WgNetworkRow) -> Result<WgPeerRow> {
 /// Removes a host or a client; its addresses are free again.
 pub async fn remove(shared: &Shared, network: &str, name: &str) -> Result<WgPeerRow> {
     let network = networks::get(shared, network).await?;
-    shared
+    let gone = shared
         .store
         .wg_peer_delete(&network.name, name)
         .await?
@@ -160,7 +163,12 @@ pub async fn remove(shared: &Shared, network: &str, name: &str) -> Result<WgPeer
                 "network {} has no peer {name:?}: see gatehousectl wg network show {}",
                 network.name, network.name
             ))
-        })
+        })?;
+    if gone.kind == HOST {
+        super::desired::forget(shared, &gone.agent_id, &network.name).await?;
+    }
+    super::desired::sync(shared, &network.name).await?;
+    Ok(gone)
 }
 
 /// `HOST:PORT`, checked; "" stays "".
