@@ -28,7 +28,7 @@ struct Hosts {
 
 /// Three /30 links from a base of 198.18.0.0/15 picked by this process's id.
 fn hosts() -> Hosts {
-    let wireguard_go = external("wireguard-go", &["--version"], "wireguard-go");
+    let wireguard_go = external("wireguard-go", &[], "wireguard-go");
     let base = 4 + (std::process::id() % 8000) * 16;
     let at = |off: u32| {
         std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + base + off)
@@ -103,8 +103,8 @@ impl Hosts {
     }
 }
 
-/// Sends a datagram from `from` to `to` (inside the namespaces) until one arrives.
-fn datagram_crosses(hosts: &Hosts, from: usize, to: usize, addr: &str) {
+/// Sends a datagram from `from` to `addr` in `to` (inside the namespaces) until one arrives.
+fn datagram_crosses(from: &Netns, to: &Netns, addr: &str) {
     let target: SocketAddr = if addr.contains(':') {
         format!("[{addr}]:9999")
     } else {
@@ -115,12 +115,12 @@ fn datagram_crosses(hosts: &Hosts, from: usize, to: usize, addr: &str) {
     let receiver = wait_for(
         &format!("{target} bound on the tunnel's address"),
         Duration::from_secs(20),
-        || hosts.ns[to].run(move || UdpSocket::bind(target).ok()),
+        || to.run(move || UdpSocket::bind(target).ok()),
     );
     receiver
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    let sender = hosts.ns[from].run(move || {
+    let sender = from.run(move || {
         let any: SocketAddr = if target.is_ipv6() {
             "[::]:0".parse().unwrap()
         } else {
@@ -184,6 +184,30 @@ fn a_mesh_of_two_hosts_handshakes_and_carries_ipv4_and_ipv6() {
         0o600
     );
 
-    datagram_crosses(&hosts, 0, 1, b["ipv4"].as_str().unwrap());
-    datagram_crosses(&hosts, 1, 0, a["ipv6"].as_str().unwrap());
+    datagram_crosses(&hosts.ns[0], &hosts.ns[1], b["ipv4"].as_str().unwrap());
+    datagram_crosses(&hosts.ns[1], &hosts.ns[0], a["ipv6"].as_str().unwrap());
+
+    // `wg show` has both peers' handshakes and traffic; so has /metrics.
+    let shown = wait_for("handshakes in wg show", Duration::from_secs(30), || {
+        let s = hosts.controller.ctl_json(&["wg", "show", &net]);
+        s[0]["peers"]
+            .as_array()?
+            .iter()
+            .all(|p| p["latest_handshake"].as_i64() > Some(0) && p["rx_bytes"].as_u64() > Some(0))
+            .then_some(s)
+    });
+    assert_eq!(shown[0]["peers"].as_array().unwrap().len(), 2);
+    let text = hosts.controller.ctl(&["wg", "show", &net]);
+    assert!(text.stdout.contains("HANDSHAKE"), "{}", text.stdout);
+    assert!(!text.stdout.contains("never completed"), "{}", text.stdout);
+    let (_, metrics) = hosts.controller.http_get("/metrics");
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gatehouse_wireguard_peer_last_handshake_seconds")
+                && l.contains(&format!("peer=\"{}\"", hosts.ids[0]))
+        })
+        .unwrap_or_else(|| panic!("no handshake metric:\n{metrics}"));
+    let at: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(at > 0, "{line}");
 }

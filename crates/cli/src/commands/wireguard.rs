@@ -26,6 +26,9 @@ pub enum WgCommand {
     /// Clients (laptops, phones) attached to a network's hub.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Every peer with its addresses, endpoint, latest handshake and traffic, as the hosts
+    /// report them; peers that never completed a handshake are called out.
+    Show { network: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +97,12 @@ pub enum HostCommand {
         #[arg(long)]
         agent: String,
     },
+    /// Make the host make a new key; its peers get it once the host reports it.
+    RotateKey {
+        network: String,
+        #[arg(long)]
+        agent: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,9 +165,11 @@ pub fn check(cmd: &WgCommand) -> anyhow::Result<()> {
             NetworkCommand::Show { name: n } | NetworkCommand::Delete { name: n, .. },
         ) => name(n)?,
         WgCommand::Network(NetworkCommand::List) => {}
-        WgCommand::Host(HostCommand::Add { network, .. } | HostCommand::Remove { network, .. }) => {
-            name(network)?
-        }
+        WgCommand::Host(
+            HostCommand::Add { network, .. }
+            | HostCommand::Remove { network, .. }
+            | HostCommand::RotateKey { network, .. },
+        ) => name(network)?,
         WgCommand::Client(ClientCommand::Add {
             network,
             name: n,
@@ -178,6 +189,11 @@ pub fn check(cmd: &WgCommand) -> anyhow::Result<()> {
             name(n).map_err(|e| anyhow!("client {e}"))?;
         }
         WgCommand::Client(ClientCommand::List { network }) => name(network)?,
+        WgCommand::Show { network } => {
+            if let Some(n) = network {
+                name(n)?;
+            }
+        }
     }
     Ok(())
 }
@@ -185,6 +201,17 @@ pub fn check(cmd: &WgCommand) -> anyhow::Result<()> {
 pub async fn run(client: &mut Client, cmd: WgCommand, out: Output) -> anyhow::Result<()> {
     match cmd {
         WgCommand::Network(cmd) => network(client, cmd, out).await,
+        WgCommand::Show { network } => {
+            let shown = client
+                .get_wg_status(GetWgStatusRequest {
+                    network: network.unwrap_or_default(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            output::show(out, &shown.networks, || print_status(&shown.networks));
+            Ok(())
+        }
         WgCommand::Host(HostCommand::Add {
             network,
             agent,
@@ -219,6 +246,24 @@ pub async fn run(client: &mut Client, cmd: WgCommand, out: Output) -> anyhow::Re
         }
         WgCommand::Host(HostCommand::Remove { network, agent }) => {
             remove(client, network, agent, out).await
+        }
+        WgCommand::Host(HostCommand::RotateKey { network, agent }) => {
+            let peer = client
+                .rotate_wg_host_key(RotateWgHostKeyRequest {
+                    network,
+                    agent_id: agent,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            output::show(out, &peer, || {
+                say!(
+                    "host {} makes a new key for {}; its peers get it once it reports it",
+                    peer.name,
+                    peer.network
+                )
+            });
+            Ok(())
         }
         WgCommand::Client(ClientCommand::Add {
             network,
@@ -511,6 +556,70 @@ fn print_network(n: &WgNetwork) {
         ],
         &rows,
     );
+}
+
+fn print_status(networks: &[WgNetworkStatus]) {
+    let now = now();
+    for (i, n) in networks.iter().enumerate() {
+        if i > 0 {
+            say!();
+        }
+        say!("network {} ({})", n.name, n.interface);
+        let rows: Vec<Vec<String>> = n
+            .peers
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    if p.hub {
+                        format!("{} (hub)", p.kind)
+                    } else {
+                        p.kind.clone()
+                    },
+                    format!("{} {}", p.ipv4, p.ipv6),
+                    if p.endpoint.is_empty() {
+                        "-".into()
+                    } else {
+                        p.endpoint.clone()
+                    },
+                    if p.latest_handshake == 0 {
+                        "never".into()
+                    } else {
+                        relative(p.latest_handshake, now)
+                    },
+                    output::bytes(p.rx_bytes),
+                    output::bytes(p.tx_bytes),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "PEER",
+                "KIND",
+                "ADDRESSES",
+                "ENDPOINT",
+                "HANDSHAKE",
+                "RX",
+                "TX",
+            ],
+            &rows,
+        );
+        let never: Vec<&str> = n
+            .peers
+            .iter()
+            .filter(|p| p.latest_handshake == 0)
+            .map(|p| p.name.as_str())
+            .collect();
+        if !never.is_empty() {
+            say!(
+                "never completed a handshake: {} (keys, endpoints, a firewall?)",
+                never.join(", ")
+            );
+        }
+        for p in n.peers.iter().filter(|p| !p.error.is_empty()) {
+            say!("{}: {}", p.name, p.error);
+        }
+    }
 }
 
 fn print_peer(p: &WgPeer) {

@@ -313,6 +313,8 @@ admin_api! {
         add_wg_host(AddWgHostRequest) -> WgPeer: Operator audit "wg.host.add" => wireguard;
         add_wg_client(AddWgClientRequest) -> AddWgClientResponse: Operator audit "wg.client.add" => wireguard;
         remove_wg_peer(RemoveWgPeerRequest) -> WgPeer: Operator audit "wg.peer.remove" => wireguard;
+        get_wg_status(GetWgStatusRequest) -> GetWgStatusResponse: Viewer => wireguard;
+        rotate_wg_host_key(RotateWgHostKeyRequest) -> WgPeer: Operator audit "wg.host.rotate-key" => wireguard;
     }
 
     streams {

@@ -41,6 +41,13 @@ impl Audited for AddWgClientRequest {
     }
 }
 
+impl Audited for RotateWgHostKeyRequest {
+    type Response = WgPeer;
+    fn target(&self) -> String {
+        format!("wg-network:{}/host:{}", self.network, self.agent_id)
+    }
+}
+
 impl Audited for RemoveWgPeerRequest {
     type Response = WgPeer;
     fn target(&self) -> String {
@@ -194,5 +201,23 @@ pub(super) async fn add_wg_client(
 
 pub(super) async fn remove_wg_peer(shared: &Shared, r: RemoveWgPeerRequest) -> Result<WgPeer> {
     let peer = peers::remove(shared, &r.network, &r.name).await?;
+    Ok(peer_view(&peer))
+}
+
+pub(super) async fn get_wg_status(
+    shared: &Shared,
+    r: GetWgStatusRequest,
+) -> Result<GetWgStatusResponse> {
+    let network = (!r.network.is_empty()).then_some(r.network.as_str());
+    Ok(GetWgStatusResponse {
+        networks: crate::wireguard::status::show(shared, network).await?,
+    })
+}
+
+pub(super) async fn rotate_wg_host_key(
+    shared: &Shared,
+    r: RotateWgHostKeyRequest,
+) -> Result<WgPeer> {
+    let peer = peers::rotate_host_key(shared, &r.network, &r.agent_id).await?;
     Ok(peer_view(&peer))
 }

@@ -30,6 +30,8 @@ pub struct LiveView {
     pub certificates: Vec<CertificateInventory>,
     /// Tunnels on the host, from its latest report.
     pub tunnels: Vec<TunnelStatus>,
+    /// WireGuard interfaces on the host, from its latest report.
+    pub wireguard: Vec<gatehouse_proto::v1::WireguardStatus>,
 }
 
 #[derive(Debug, Default)]
@@ -278,6 +280,7 @@ impl Fleet {
                 }
                 live.view.certificates = report.certificates;
                 live.view.tunnels = report.tunnels;
+                live.view.wireguard = report.wireguard;
             }
         }
     }

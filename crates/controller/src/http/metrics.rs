@@ -20,7 +20,7 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoRespo
             text,
         )
             .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }
 
@@ -33,7 +33,7 @@ fn label(value: &str) -> String {
 }
 
 /// The metrics, in Prometheus' text format.
-pub async fn render(shared: &Shared) -> Result<String, crate::store::StoreError> {
+pub async fn render(shared: &Shared) -> crate::error::Result<String> {
     let mut out = String::new();
     let agents = shared.store.agent_list().await?;
     let mut by_status: BTreeMap<&str, u64> = [("online", 0), ("offline", 0), ("revoked", 0)].into();
@@ -109,7 +109,52 @@ pub async fn render(shared: &Shared) -> Result<String, crate::store::StoreError>
             u8::from(overdue)
         );
     }
+    wireguard(shared, &mut out).await?;
     Ok(out)
+}
+
+/// Each WireGuard peer's latest handshake and traffic, as its network's hosts report them.
+async fn wireguard(shared: &Shared, out: &mut String) -> crate::error::Result<()> {
+    let networks = crate::wireguard::status::show(shared, None).await?;
+    for (name, kind, help) in [
+        (
+            "gatehouse_wireguard_peer_last_handshake_seconds",
+            "gauge",
+            "Unix time of the latest handshake any host had with the peer (0: never).",
+        ),
+        (
+            "gatehouse_wireguard_peer_rx_bytes",
+            "gauge",
+            "Bytes the network's hosts received from the peer.",
+        ),
+        (
+            "gatehouse_wireguard_peer_tx_bytes",
+            "gauge",
+            "Bytes the network's hosts sent to the peer.",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for n in &networks {
+            for p in &n.peers {
+                let value = match name {
+                    "gatehouse_wireguard_peer_last_handshake_seconds" => {
+                        p.latest_handshake.max(0) as u64
+                    }
+                    "gatehouse_wireguard_peer_rx_bytes" => p.rx_bytes,
+                    _ => p.tx_bytes,
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{network=\"{}\",peer=\"{}\",kind=\"{}\"}} {value}",
+                    label(&n.name),
+                    label(&p.name),
+                    label(&p.kind)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -240,6 +240,20 @@ impl Store {
         row.as_ref().map(WgPeerRow::from_row).transpose()
     }
 
+    /// Asks a host for a new key: its key revision goes up. False when it is not in the network.
+    pub async fn wg_host_rotate(&self, network: &str, agent_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE wg_peers SET key_revision = key_revision + 1 \
+             WHERE network = $1 AND name = $2 AND kind = 'host'",
+        )
+        .bind(network)
+        .bind(agent_id)
+        .execute(self.pool())
+        .await
+        .op("rotate a WireGuard host key")?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records the public key a host made for a network.
     pub async fn wg_host_key_set(
         &self,

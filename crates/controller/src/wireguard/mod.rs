@@ -10,6 +10,7 @@ pub mod desired;
 pub mod ipam;
 pub mod networks;
 pub mod peers;
+pub mod status;
 
 /// How a network's peers reach each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

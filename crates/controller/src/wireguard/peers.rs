@@ -241,3 +241,28 @@ async fn insert(
         network.name
     )))
 }
+
+/// Asks a host for a new key. Its peers keep the old one until the host reports the new key,
+/// then all get it at once; the others' sessions are not touched.
+pub async fn rotate_host_key(shared: &Shared, network: &str, agent_id: &str) -> Result<WgPeerRow> {
+    let network = networks::get(shared, network).await?;
+    let id: AgentId = agent_id.parse()?;
+    if !shared
+        .store
+        .wg_host_rotate(&network.name, id.as_str())
+        .await?
+    {
+        return Err(Error::NotFound(format!(
+            "host {id} is not in network {}: see gatehousectl wg network show {}",
+            network.name, network.name
+        )));
+    }
+    super::desired::sync(shared, &network.name).await?;
+    shared
+        .store
+        .wg_peers(&network.name)
+        .await?
+        .into_iter()
+        .find(|p| p.name == id.as_str())
+        .ok_or_else(|| Error::NotFound(format!("host {id} left network {}", network.name)))
+}
