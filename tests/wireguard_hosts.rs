@@ -211,3 +211,256 @@ fn a_mesh_of_two_hosts_handshakes_and_carries_ipv4_and_ipv6() {
     let at: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(at > 0, "{line}");
 }
+
+/// A third namespace, the "phone", linked to host a (the hub) only; the address it reaches the
+/// hub at is a's address on the hosts' link.
+fn phone(hosts: &Hosts) -> Netns {
+    let phone = Netns::new("ghwp");
+    let t = tag();
+    let base = 4 + (std::process::id() % 8000) * 16;
+    let at = |off: u32| {
+        std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + base + off)
+    };
+    veth(
+        &format!("gw{t}p"),
+        (Some(&hosts.ns[0]), &format!("{}/30", at(13))),
+        (Some(&phone), &format!("{}/30", at(14))),
+    );
+    phone.ip(&[
+        "route",
+        "add",
+        &format!("{}/32", hosts.underlay[0]),
+        "dev",
+        &format!("gw{t}pb"),
+    ]);
+    phone
+}
+
+/// Runs `ARGS` inside `ns`, which must succeed; its stdout.
+fn inside(ns: &Netns, args: &[&str]) -> String {
+    let mut prefix = ns.prefix();
+    let program = prefix.remove(0);
+    let out = std::process::Command::new(program)
+        .args(prefix)
+        .args(args)
+        .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The latest handshake any host of `net` reports with the peer `key` (0: none).
+fn handshake(hosts: &Hosts, net: &str, key: &str) -> i64 {
+    let shown = hosts.controller.ctl_json(&["wg", "show", net]);
+    shown[0]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["public_key"] == key)
+        .and_then(|p| p["latest_handshake"].as_i64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_hub_carries_a_phone_to_the_other_host_and_keeps_working_through_changes() {
+    let mut hosts = hosts();
+    let net = format!("h{}", tag());
+    hosts
+        .controller
+        .ctl_json(&["wg", "network", "create", &net, "--dns", "10.60.0.1"]);
+    let hub_endpoint = format!("{}:51820", hosts.underlay[0]);
+    for args in [
+        vec![
+            "--agent",
+            &hosts.ids[0],
+            "--hub",
+            "--endpoint",
+            &hub_endpoint,
+        ],
+        vec!["--agent", &hosts.ids[1]],
+    ] {
+        let mut all = vec!["wg", "host", "add", &net];
+        all.extend(args);
+        let run = hosts.controller.ctl(&all);
+        assert!(run.success, "{}", run.stderr);
+    }
+    let network = wait_for("both hosts' keys", Duration::from_secs(30), || {
+        let n = hosts.network(&net);
+        hosts
+            .ids
+            .iter()
+            .all(|id| Hosts::peer(&n, id)["public_key"] != "")
+            .then_some(n)
+    });
+    let b = Hosts::peer(&network, &hosts.ids[1]).clone();
+    let b_key = b["public_key"].as_str().unwrap().to_owned();
+    datagram_crosses(&hosts.ns[0], &hosts.ns[1], b["ipv4"].as_str().unwrap());
+    let b_handshake = wait_for("b's handshake reported", Duration::from_secs(20), || {
+        Some(handshake(&hosts, &net, &b_key)).filter(|t| *t > 0)
+    });
+
+    // A phone: its keys made by gatehousectl, its config printed once with a QR code.
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("phone.png");
+    let added = hosts.controller.ctl(&[
+        "wg",
+        "client",
+        "add",
+        &net,
+        "--name",
+        "phone",
+        "--qr-png",
+        png.to_str().unwrap(),
+    ]);
+    assert!(added.success, "{}", added.stderr);
+    let config = added.stdout.clone();
+    assert!(config.contains("DNS = 10.60.0.1"), "{config}");
+    let decoded = std::process::Command::new(external("zbarimg", &[], "zbar-tools"))
+        .args(["--quiet", "--raw", "-Sbinary"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&decoded.stdout), config);
+
+    // The config goes through wg-quick strip and wg setconf onto a wireguard-go interface.
+    let phone = phone(&hosts);
+    let iface = format!("ghp{}", tag());
+    let conf = dir.path().join(format!("{iface}.conf"));
+    std::fs::write(&conf, &config).unwrap();
+    let stripped = std::process::Command::new(external("wg-quick", &[], "wireguard-tools"))
+        .args(["strip"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        stripped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stripped.stderr)
+    );
+    let stripped_file = dir.path().join("stripped.conf");
+    std::fs::write(&stripped_file, &stripped.stdout).unwrap();
+    inside(&phone, &["wireguard-go", &iface]);
+    inside(
+        &phone,
+        &["wg", "setconf", &iface, stripped_file.to_str().unwrap()],
+    );
+    let address = |family: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("Address = "))
+            .unwrap()
+            .split(", ")
+            .find(|a| a.contains(family))
+            .unwrap()
+            .to_owned()
+    };
+    phone.ip(&["addr", "add", &address("."), "dev", &iface]);
+    phone.ip(&["addr", "add", &address(":"), "dev", &iface]);
+    phone.ip(&["link", "set", &iface, "up"]);
+    for range in network["ipv4"]
+        .as_str()
+        .into_iter()
+        .chain(network["ipv6"].as_str())
+    {
+        phone.ip(&["route", "add", range, "dev", &iface]);
+    }
+    // The phone reaches host b through the hub, over IPv4 and IPv6.
+    datagram_crosses(&phone, &hosts.ns[1], b["ipv4"].as_str().unwrap());
+    datagram_crosses(&phone, &hosts.ns[1], b["ipv6"].as_str().unwrap());
+    // Adding the phone did not touch the hub's session with b.
+    assert_eq!(handshake(&hosts, &net, &b_key), b_handshake);
+
+    // No private key is anywhere in the controller's store.
+    let private = config
+        .lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .unwrap()
+        .to_owned();
+    let psk = config
+        .lines()
+        .find_map(|l| l.strip_prefix("PresharedKey = "))
+        .unwrap()
+        .to_owned();
+    let mut secrets = vec![private, psk];
+    for agent in &hosts.agents {
+        let dir = agent.root.join("var/lib/gatehouse-agent/wireguard");
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".key") {
+                secrets.push(std::fs::read_to_string(e.path()).unwrap().trim().to_owned());
+            }
+        }
+    }
+    assert_eq!(secrets.len(), 4);
+    for e in std::fs::read_dir(&hosts.controller.data_dir)
+        .unwrap()
+        .flatten()
+    {
+        let bytes = std::fs::read(e.path()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "{} holds a secret",
+                e.path().display()
+            );
+        }
+    }
+
+    // Removing the phone takes it off the hub's interface.
+    let phone_key = Hosts::peer(&hosts.network(&net), "phone")["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = hosts
+        .controller
+        .ctl(&["wg", "client", "remove", &net, "--name", "phone"]);
+    assert!(run.success, "{}", run.stderr);
+    wait_for("the phone off the hub", Duration::from_secs(20), || {
+        let shown = hosts.controller.ctl_json(&["wg", "show", &net]);
+        shown[0]["peers"]
+            .as_array()?
+            .iter()
+            .all(|p| p["public_key"] != phone_key.as_str())
+            .then_some(())
+    });
+
+    // b makes a new key: the hub learns it and they handshake again.
+    let run = hosts
+        .controller
+        .ctl(&["wg", "host", "rotate-key", &net, "--agent", &hosts.ids[1]]);
+    assert!(run.success, "{}", run.stderr);
+    let new_key = wait_for("b's new key", Duration::from_secs(30), || {
+        let k = Hosts::peer(&hosts.network(&net), &hosts.ids[1])["public_key"]
+            .as_str()?
+            .to_owned();
+        (k != b_key).then_some(k)
+    });
+    let a = Hosts::peer(&hosts.network(&net), &hosts.ids[0]).clone();
+    datagram_crosses(&hosts.ns[1], &hosts.ns[0], a["ipv4"].as_str().unwrap());
+    wait_for(
+        "a handshake with b's new key",
+        Duration::from_secs(20),
+        || (handshake(&hosts, &net, &new_key) > 0).then_some(()),
+    );
+
+    // The hub's agent gone: the interface stays up and traffic flows; back, the same key.
+    let hub_key = a["public_key"].as_str().unwrap().to_owned();
+    hosts.agents[0].kill();
+    datagram_crosses(&hosts.ns[1], &hosts.ns[0], a["ipv6"].as_str().unwrap());
+    hosts.agents[0].run();
+    hosts.agents[0].wait_status("connected again", Duration::from_secs(30), |s| {
+        s["connected"] == true
+    });
+    assert_eq!(
+        Hosts::peer(&hosts.network(&net), &hosts.ids[0])["public_key"],
+        hub_key.as_str()
+    );
+    // The controller gone: traffic still flows.
+    hosts.controller.stop();
+    datagram_crosses(&hosts.ns[0], &hosts.ns[1], b["ipv6"].as_str().unwrap());
+}

@@ -87,20 +87,31 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // What runs inside (wireguard-go detaches from whoever started it) goes first, or the
-        // namespace would live on with it.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+        // namespace would live on with it: asked to stop (wireguard-go then removes its UAPI
+        // socket), killed if it does not.
+        let pids = || -> Vec<i32> {
+            Command::new("ip")
+                .args(["netns", "pids", &self.name])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let signal = |pids: &[i32], s: nix::sys::signal::Signal| {
+            for pid in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), s);
             }
+        };
+        signal(&pids(), nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !pids().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        signal(&pids(), nix::sys::signal::Signal::SIGKILL);
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
