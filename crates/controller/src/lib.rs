@@ -65,6 +65,8 @@ pub struct Shared {
     /// What every allowlist allows now (by name), as the sync loop last computed it: agent
     /// streams send hosts the lists their sites use when these change.
     pub allowlist_sets: tokio::sync::watch::Sender<allowlists::Sets>,
+    /// WireGuard networks whose hosts' desired states are to be computed again.
+    pub wg_pending: wireguard::desired::Pending,
     /// Every agent stream and ACME order in flight: shutdown waits for them before the store
     /// closes.
     pub tasks: tokio_util::task::TaskTracker,

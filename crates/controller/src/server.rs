@@ -184,6 +184,7 @@ pub async fn start_with_clock(
         allowlists_changed: tokio::sync::Notify::new(),
         list_sync: Default::default(),
         allowlist_sets: tokio::sync::watch::Sender::new(Default::default()),
+        wg_pending: Default::default(),
         tasks: tokio_util::task::TaskTracker::new(),
         clock,
     });
@@ -259,6 +260,10 @@ pub async fn start_with_clock(
     ));
     tasks.spawn(crate::allowlists::sweep(shared.clone(), shutdown.clone()));
     tasks.spawn(crate::wireguard::desired::expiry(
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::wireguard::desired::run(
         shared.clone(),
         shutdown.clone(),
     ));

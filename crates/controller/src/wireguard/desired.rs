@@ -97,9 +97,56 @@ fn with_spec(mut state: DesiredState, network: &str, spec: Option<WireguardSpec>
     state
 }
 
+/// The networks waiting for [`run`] to sync them. Many changes in a row (10,000 clients
+/// added) cost one sync of their network, not one each.
+#[derive(Debug, Default)]
+pub struct Pending {
+    networks: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Pending {
+    /// Asks for `network` to be synced soon.
+    pub fn add(&self, network: &str) {
+        self.networks
+            .lock()
+            .expect("pending lock")
+            .insert(network.to_owned());
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.networks.lock().expect("pending lock"))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Syncs the networks asked for, until `shutdown`.
+pub async fn run(shared: std::sync::Arc<Shared>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.wg_pending.wake.notified() => {}
+        }
+        for network in shared.wg_pending.take() {
+            if let Err(e) = sync_now(&shared, &network).await {
+                tracing::warn!(network = %network, "cannot update the hosts of a WireGuard network: {e}");
+                // Tried again on the next change or expiry round.
+            }
+        }
+    }
+}
+
+/// Asks for what every host of `network` runs to be computed again (soon, coalesced).
+pub async fn sync(shared: &Shared, network: &str) -> Result<()> {
+    shared.wg_pending.add(network);
+    Ok(())
+}
+
 /// Puts what every host of `network` must run into its desired state (a new generation only
 /// where it changed).
-pub async fn sync(shared: &Shared, network: &str) -> Result<()> {
+pub async fn sync_now(shared: &Shared, network: &str) -> Result<()> {
     let Some(row) = shared.store.wg_network_get(network).await? else {
         return Ok(());
     };
