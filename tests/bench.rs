@@ -109,3 +109,47 @@ fn the_allowlist_benchmark_prints_every_figure_for_a_few_devices() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_wireguard_benchmark_prints_every_figure_for_a_small_network() {
+    // It makes an interface: in a namespace of its own.
+    gatehouse_testkit::process::external("wireguard-go", &[], "wireguard-go");
+    let ns = gatehouse_testkit::netns::Netns::new("ghwbench");
+    let prefix = ns.prefix();
+    let out = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(bin("gatehouse-bench"))
+        .args([
+            "wireguard",
+            "--clients",
+            "40",
+            "--hub-peers",
+            "30",
+            "--mesh-hosts",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures = figures(&stdout);
+    for key in [
+        "wg_ipam_clients_added_seconds",
+        "wg_ipam_client_add_p99_ms",
+        "wg_ipam_hub_state_synced_seconds",
+        "wg_mesh_plan_ms",
+        "wg_hub_create_and_apply_ms",
+        "wg_hub_one_peer_added_ms",
+    ] {
+        assert!(figures.contains_key(key), "{key} missing:\n{stdout}");
+    }
+    assert_eq!(figures["wg_clients"], 40.0);
+    assert_eq!(figures["wg_mesh_peerings"], 20.0, "5 hosts, 4 peers each");
+    // Planned as a diff: nothing to do the second time, one step for one new peer.
+    assert_eq!(figures["wg_hub_unchanged_steps"], 0.0);
+    assert_eq!(figures["wg_hub_one_peer_added_steps"], 1.0);
+}

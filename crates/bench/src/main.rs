@@ -2,13 +2,15 @@
 //! simulated agents in this one process, each a real enrolled identity with its own mTLS
 //! `Connect` stream sending real `Report`s, and prints figures as `key: value` lines; then
 //! bursts of certificates for one real agent ([`burst`]). `gatehouse-bench allowlist` measures
-//! allowlist check-ins instead ([`allowlist`]).
+//! allowlist check-ins instead ([`allowlist`]), `gatehouse-bench wireguard` WireGuard
+//! ([`wireguard`]).
 
 mod allowlist;
 mod burst;
 mod fleet;
 mod harness;
 mod proc_stats;
+mod wireguard;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,6 +52,9 @@ pub struct Options {
 pub enum Bench {
     /// Devices checking in to an allowlist mirrored at Cloudflare and enforced by a host's Caddy.
     Allowlist(allowlist::Options),
+    /// WireGuard: address management, a hub's plan and apply on wireguard-go, a mesh's plan
+    /// (root; run it in a network namespace of its own: it makes an interface).
+    Wireguard(wireguard::Options),
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -64,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match options.bench.take() {
         Some(Bench::Allowlist(o)) => runtime.block_on(allowlist::run(o)),
+        Some(Bench::Wireguard(o)) => runtime.block_on(wireguard::run(o)),
         None => runtime.block_on(fleet::run(options)),
     }
 }

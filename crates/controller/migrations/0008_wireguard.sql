@@ -40,3 +40,6 @@ CREATE TABLE wg_peers (
     UNIQUE (network, ipv4),
     UNIQUE (network, ipv6)
 );
+
+-- A client's key is looked up when another is added (no key twice in a network).
+CREATE INDEX wg_peers_key ON wg_peers (network, public_key);

@@ -209,6 +209,32 @@ impl Store {
         rows.iter().map(WgPeerRow::from_row).collect()
     }
 
+    /// A network's hubs, by name.
+    pub async fn wg_hubs(&self, network: &str) -> Result<Vec<WgPeerRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            peer_columns!(),
+            " FROM wg_peers WHERE network = $1 AND hub = 1 ORDER BY name"
+        ))
+        .bind(network)
+        .fetch_all(self.pool())
+        .await
+        .op("list WireGuard hubs")?;
+        rows.iter().map(WgPeerRow::from_row).collect()
+    }
+
+    /// Whether a peer of the network has this public key.
+    pub async fn wg_key_taken(&self, network: &str, key: &str) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 AS one FROM wg_peers WHERE network = $1 AND public_key = $2")
+                .bind(network)
+                .bind(key)
+                .fetch_optional(self.pool())
+                .await
+                .op("look up a WireGuard key")?;
+        Ok(row.is_some())
+    }
+
     /// The addresses a network's peers hold (IPv4, IPv6).
     pub async fn wg_addresses(&self, network: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query("SELECT ipv4, ipv6 FROM wg_peers WHERE network = $1")

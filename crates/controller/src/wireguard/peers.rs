@@ -101,8 +101,11 @@ pub async fn add_client(shared: &Shared, new: NewClient) -> Result<(WgPeerRow, W
         }
     };
     let hub = hub(shared, &network).await?;
-    let peers = shared.store.wg_peers(&network.name).await?;
-    if peers.iter().any(|p| p.public_key == key.as_str()) {
+    if shared
+        .store
+        .wg_key_taken(&network.name, key.as_str())
+        .await?
+    {
         return Err(Error::Exists(format!(
             "public_key: a peer of {} has this key already",
             network.name
@@ -130,13 +133,7 @@ pub async fn add_client(shared: &Shared, new: NewClient) -> Result<(WgPeerRow, W
 
 /// The hub clients attach to: the network's first hub with its key reported and an endpoint.
 pub async fn hub(shared: &Shared, network: &WgNetworkRow) -> Result<WgPeerRow> {
-    let hubs: Vec<WgPeerRow> = shared
-        .store
-        .wg_peers(&network.name)
-        .await?
-        .into_iter()
-        .filter(|p| p.hub)
-        .collect();
+    let hubs = shared.store.wg_hubs(&network.name).await?;
     match hubs.iter().find(|h| !h.public_key.is_empty()) {
         Some(h) => Ok(h.clone()),
         None if hubs.is_empty() => Err(Error::Precondition(format!(
