@@ -210,6 +210,26 @@ fn a_mesh_of_two_hosts_handshakes_and_carries_ipv4_and_ipv6() {
         .unwrap_or_else(|| panic!("no handshake metric:\n{metrics}"));
     let at: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(at > 0, "{line}");
+
+    // A host leaving the network loses the interface and its key; the other drops it as a peer.
+    let run = hosts
+        .controller
+        .ctl(&["wg", "host", "remove", &net, "--agent", &hosts.ids[1]]);
+    assert!(run.success, "{}", run.stderr);
+    let gone = hosts.agents[1]
+        .root
+        .join(format!("var/lib/gatehouse-agent/wireguard/{iface}.key"));
+    wait_for("b's interface removed", Duration::from_secs(20), || {
+        let link = std::process::Command::new("ip")
+            .args(["-n", &hosts.ns[1].name, "link", "show", &iface])
+            .output()
+            .unwrap();
+        (!link.status.success() && !gone.exists()).then_some(())
+    });
+    wait_for("a without b", Duration::from_secs(20), || {
+        let s = hosts.controller.ctl_json(&["wg", "show", &net]);
+        (s[0]["peers"].as_array()?.len() == 1).then_some(())
+    });
 }
 
 /// A third namespace, the "phone", linked to host a (the hub) only; the address it reaches the
@@ -303,6 +323,21 @@ fn a_hub_carries_a_phone_to_the_other_host_and_keeps_working_through_changes() {
     let b_handshake = wait_for("b's handshake reported", Duration::from_secs(20), || {
         Some(handshake(&hosts, &net, &b_key)).filter(|t| *t > 0)
     });
+
+    // Only the hub forwards, and wg show says so.
+    let shown = hosts.controller.ctl_json(&["wg", "show", &net]);
+    let forwarding = |id: &str| {
+        shown[0]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == id)
+            .map(|p| p["forwarding"] == true)
+    };
+    assert_eq!(forwarding(&hosts.ids[0]), Some(true), "{shown}");
+    assert_eq!(forwarding(&hosts.ids[1]), Some(false), "{shown}");
+    let text = hosts.controller.ctl(&["wg", "show", &net]).stdout;
+    assert!(text.contains("host (hub, forwarding)"), "{text}");
 
     // A phone: its keys made by gatehousectl, its config printed once with a QR code.
     let dir = tempfile::tempdir().unwrap();

@@ -156,6 +156,7 @@ impl Interfaces {
                     key_revision: key.map_or(0, |(_, r)| r),
                     ..Default::default()
                 };
+                s.forwarding = self.wg.forwarding(&w.interface);
                 match self.wg.live(&w.interface) {
                     Some(live) => {
                         s.listen_port = u32::from(live.listen_port.unwrap_or(0));

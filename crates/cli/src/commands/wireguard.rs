@@ -571,10 +571,10 @@ fn print_status(networks: &[WgNetworkStatus]) {
             .map(|p| {
                 vec![
                     p.name.clone(),
-                    if p.hub {
-                        format!("{} (hub)", p.kind)
-                    } else {
-                        p.kind.clone()
+                    match (p.hub, p.forwarding) {
+                        (true, true) => format!("{} (hub, forwarding)", p.kind),
+                        (true, false) => format!("{} (hub, not forwarding yet)", p.kind),
+                        (false, _) => p.kind.clone(),
                     },
                     format!("{} {}", p.ipv4, p.ipv6),
                     if p.endpoint.is_empty() {

@@ -42,6 +42,7 @@ pub async fn show(shared: &Shared, network: Option<&str>) -> Result<Vec<WgNetwor
                 match views.iter().find(|(id, _)| id == &p.agent_id) {
                     Some((_, Some(own))) => {
                         s.reported = true;
+                        s.forwarding = own.forwarding;
                         s.error = own.error.clone();
                     }
                     _ => s.error = "no report of this interface from the host yet".into(),
