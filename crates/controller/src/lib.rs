@@ -67,6 +67,8 @@ pub struct Shared {
     pub allowlist_sets: tokio::sync::watch::Sender<allowlists::Sets>,
     /// WireGuard networks whose hosts' desired states are to be computed again.
     pub wg_pending: wireguard::desired::Pending,
+    /// The addresses each WireGuard network's peers hold, as this controller knows them.
+    pub wg_addresses: wireguard::ipam::Cache,
     /// Every agent stream and ACME order in flight: shutdown waits for them before the store
     /// closes.
     pub tasks: tokio_util::task::TaskTracker,

@@ -185,6 +185,7 @@ pub async fn start_with_clock(
         list_sync: Default::default(),
         allowlist_sets: tokio::sync::watch::Sender::new(Default::default()),
         wg_pending: Default::default(),
+        wg_addresses: Default::default(),
         tasks: tokio_util::task::TaskTracker::new(),
         clock,
     });

@@ -227,6 +227,9 @@ pub async fn expire(shared: &Shared) -> Result<usize> {
             .collect();
         for p in &expired {
             shared.store.wg_peer_delete(&n.name, &p.name).await?;
+            if let (Ok(a), Ok(b)) = (p.ipv4.parse(), p.ipv6.parse()) {
+                shared.wg_addresses.note(&n.name, a, b, false);
+            }
             tracing::info!(network = %n.name, client = %p.name, "WireGuard client expired and removed");
         }
         if !expired.is_empty() {

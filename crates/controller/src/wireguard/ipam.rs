@@ -2,12 +2,53 @@
 //! requested address checked against the range, and a random ULA /64 (RFC 4193) for networks
 //! created without an IPv6 range. The store's unique keys make an allocation final.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Mutex;
 
 use ipnet::{IpNet, Ipv6Net};
 
 use crate::error::{Error, Result};
+
+/// The addresses each network's peers hold, as this controller last read or handed them out,
+/// so an allocation does not read every peer of the network. The store's unique keys stay the
+/// judge: an address another controller took makes the insert fail, and the network is read
+/// again ([`Cache::forget`]).
+#[derive(Debug, Default)]
+pub struct Cache(Mutex<HashMap<String, (BTreeSet<IpAddr>, BTreeSet<IpAddr>)>>);
+
+impl Cache {
+    /// The network's addresses, if known.
+    pub fn get(&self, network: &str) -> Option<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)> {
+        self.0.lock().expect("ipam lock").get(network).cloned()
+    }
+
+    /// What the store says the network holds.
+    pub fn put(&self, network: &str, used: (BTreeSet<IpAddr>, BTreeSet<IpAddr>)) {
+        self.0
+            .lock()
+            .expect("ipam lock")
+            .insert(network.to_owned(), used);
+    }
+
+    /// A peer was given (`taken`) or gave back its addresses.
+    pub fn note(&self, network: &str, v4: IpAddr, v6: IpAddr, taken: bool) {
+        if let Some((a, b)) = self.0.lock().expect("ipam lock").get_mut(network) {
+            if taken {
+                a.insert(v4);
+                b.insert(v6);
+            } else {
+                a.remove(&v4);
+                b.remove(&v6);
+            }
+        }
+    }
+
+    /// Reads the network from the store next time.
+    pub fn forget(&self, network: &str) {
+        self.0.lock().expect("ipam lock").remove(network);
+    }
+}
 
 /// A random unique local /64: `fd` + a 40-bit random global id + subnet 0 (RFC 4193 §3.2).
 pub fn random_ula() -> Ipv6Net {

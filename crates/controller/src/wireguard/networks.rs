@@ -177,17 +177,23 @@ pub async fn delete(shared: &Shared, name: &str) -> Result<WgNetworkRow> {
             peers.len()
         )));
     }
+    shared.wg_addresses.forget(&row.name);
     Ok(row)
 }
 
-/// The addresses of `network` in use, per family.
+/// The addresses of `network` in use, per family (from this controller's cache when it has
+/// them).
 pub async fn used(shared: &Shared, network: &str) -> Result<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)> {
+    if let Some(known) = shared.wg_addresses.get(network) {
+        return Ok(known);
+    }
     let mut v4 = BTreeSet::new();
     let mut v6 = BTreeSet::new();
     for (a, b) in shared.store.wg_addresses(network).await? {
         v4.extend(a.parse::<IpAddr>().ok());
         v6.extend(b.parse::<IpAddr>().ok());
     }
+    shared.wg_addresses.put(network, (v4.clone(), v6.clone()));
     Ok((v4, v6))
 }
 

@@ -161,6 +161,9 @@ pub async fn remove(shared: &Shared, network: &str, name: &str) -> Result<WgPeer
                 network.name, network.name
             ))
         })?;
+    if let (Ok(a), Ok(b)) = (gone.ipv4.parse(), gone.ipv6.parse()) {
+        shared.wg_addresses.note(&network.name, a, b, false);
+    }
     if gone.kind == HOST {
         super::desired::forget(shared, &gone.agent_id, &network.name).await?;
     }
@@ -220,6 +223,9 @@ async fn insert(
         peer.ipv4 = pick(asked_v4, v4_range, &used_v4)?.to_string();
         peer.ipv6 = pick(asked_v6, v6_range, &used_v6)?.to_string();
         if shared.store.wg_peer_insert(&peer).await? {
+            if let (Ok(a), Ok(b)) = (peer.ipv4.parse(), peer.ipv6.parse()) {
+                shared.wg_addresses.note(&network.name, a, b, true);
+            }
             tracing::info!(network = %network.name, peer = %peer.name, kind = %peer.kind,
                 ipv4 = %peer.ipv4, ipv6 = %peer.ipv6, "WireGuard peer added");
             return Ok(peer);
@@ -231,7 +237,9 @@ async fn insert(
                 peer.kind, peer.name, network.name
             )));
         }
-        // Another allocation took an address between the read and the insert: pick again.
+        // Another allocation (maybe another controller's) took an address: read the network
+        // again and pick again.
+        shared.wg_addresses.forget(&network.name);
     }
     Err(Error::Unavailable(format!(
         "network {}: addresses kept being taken by other additions; try again",
