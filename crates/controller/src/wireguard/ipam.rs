@@ -10,21 +10,24 @@ use ipnet::{IpNet, Ipv6Net};
 
 use crate::error::{Error, Result};
 
+/// A network's addresses in use: IPv4, IPv6.
+pub type Used = (BTreeSet<IpAddr>, BTreeSet<IpAddr>);
+
 /// The addresses each network's peers hold, as this controller last read or handed them out,
 /// so an allocation does not read every peer of the network. The store's unique keys stay the
 /// judge: an address another controller took makes the insert fail, and the network is read
 /// again ([`Cache::forget`]).
 #[derive(Debug, Default)]
-pub struct Cache(Mutex<HashMap<String, (BTreeSet<IpAddr>, BTreeSet<IpAddr>)>>);
+pub struct Cache(Mutex<HashMap<String, Used>>);
 
 impl Cache {
     /// The network's addresses, if known.
-    pub fn get(&self, network: &str) -> Option<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)> {
+    pub fn get(&self, network: &str) -> Option<Used> {
         self.0.lock().expect("ipam lock").get(network).cloned()
     }
 
     /// What the store says the network holds.
-    pub fn put(&self, network: &str, used: (BTreeSet<IpAddr>, BTreeSet<IpAddr>)) {
+    pub fn put(&self, network: &str, used: Used) {
         self.0
             .lock()
             .expect("ipam lock")

@@ -183,7 +183,7 @@ pub async fn delete(shared: &Shared, name: &str) -> Result<WgNetworkRow> {
 
 /// The addresses of `network` in use, per family (from this controller's cache when it has
 /// them).
-pub async fn used(shared: &Shared, network: &str) -> Result<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)> {
+pub async fn used(shared: &Shared, network: &str) -> Result<ipam::Used> {
     if let Some(known) = shared.wg_addresses.get(network) {
         return Ok(known);
     }
