@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gatehouse_testkit::cloudflare::Emulator;
-use gatehouse_testkit::gatehouse::{Controller, Run};
+use gatehouse_testkit::gatehouse::{Controller, Run, packaged_agent};
 use gatehouse_testkit::process::bin;
 use gatehouse_testkit::systembox::SystemBox;
 use gatehouse_testkit::wait_for;
@@ -63,34 +63,15 @@ impl Fleet {
         let zone = emulator.add_zone(ZONE);
         let controller = Controller::start_on(IpAddr::V4(host), "");
         add_account(&controller, &emulator);
-        vm.ok(&["mkdir", "-p", "/etc/cloudflared-standin", "/etc/gatehouse"]);
+        vm.ok(&["mkdir", "-p", "/etc/cloudflared-standin"]);
         vm.write("/etc/cloudflared-standin/edge", &emulator.edge_url(), 0o644);
-        // The packaged way: a join token dropped for gatehouse-agent-enroll.service.
-        vm.write(
-            "/etc/gatehouse/agent.toml",
-            &format!(
-                "controller = {:?}\nca_hash = {:?}\nlog = \"info,gatehouse_agent=debug\"\n\
-                 [caddy]\nenabled = false\n\
-                 [tunnels]\ncloudflared = \"/usr/local/bin/cloudflared\"\n\
-                 check_interval = \"1s\"\nrestart_unready_after = \"4s\"\n",
-                controller.agent_url(),
-                controller.ca_hash()
-            ),
-            0o600,
+        let agent = packaged_agent(
+            &vm,
+            &controller,
+            "log = \"info,gatehouse_agent=debug\"\n[caddy]\nenabled = false\n\
+             [tunnels]\ncloudflared = \"/usr/local/bin/cloudflared\"\n\
+             check_interval = \"1s\"\nrestart_unready_after = \"4s\"\n",
         );
-        vm.write(
-            "/etc/gatehouse/join-token",
-            &controller.join_token("10m"),
-            0o600,
-        );
-        vm.ok(&["systemctl", "start", "gatehouse-agent.service"]);
-        let agent = wait_for("the agent to connect", Duration::from_secs(60), || {
-            controller
-                .agents()
-                .into_iter()
-                .find(|a| a["status"] == "online")
-                .and_then(|a| a["id"].as_str().map(str::to_owned))
-        });
         Self {
             vm,
             controller,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gatehouse_testkit::gatehouse::Controller;
+use gatehouse_testkit::gatehouse::{Controller, packaged_agent};
 use gatehouse_testkit::process::{bin, external};
 use gatehouse_testkit::systembox::SystemBox;
 use gatehouse_testkit::wait_for;
@@ -41,29 +41,7 @@ fn the_interface_runs_in_its_own_unit_and_outlives_an_agent_restart() {
     ]);
     let (host, _) = vm.link();
     let controller = Controller::start_on(IpAddr::V4(host), "");
-    vm.ok(&["mkdir", "-p", "/etc/gatehouse"]);
-    vm.write(
-        "/etc/gatehouse/agent.toml",
-        &format!(
-            "controller = {:?}\nca_hash = {:?}\n[caddy]\nenabled = false\n",
-            controller.agent_url(),
-            controller.ca_hash()
-        ),
-        0o600,
-    );
-    vm.write(
-        "/etc/gatehouse/join-token",
-        &controller.join_token("10m"),
-        0o600,
-    );
-    vm.ok(&["systemctl", "start", "gatehouse-agent.service"]);
-    let agent = wait_for("the agent to connect", Duration::from_secs(60), || {
-        controller
-            .agents()
-            .into_iter()
-            .find(|a| a["status"] == "online")
-            .and_then(|a| a["id"].as_str().map(str::to_owned))
-    });
+    let agent = packaged_agent(&vm, &controller, "[caddy]\nenabled = false\n");
     let net = format!("s{}", std::process::id() % 10_000);
     let made = controller.ctl_json(&["wg", "network", "create", &net]);
     let iface = made["interface"].as_str().unwrap().to_owned();

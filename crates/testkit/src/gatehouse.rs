@@ -535,3 +535,36 @@ impl Drop for Agent {
         }
     }
 }
+
+/// Enrolls and starts the packaged agent unit in a booted box, the packaged way (a join token
+/// dropped for `gatehouse-agent-enroll.service`), with `extra` after the controller lines of
+/// its config; the agent's id once it is online.
+pub fn packaged_agent(
+    vm: &crate::systembox::SystemBox,
+    controller: &Controller,
+    extra: &str,
+) -> String {
+    vm.ok(&["mkdir", "-p", "/etc/gatehouse"]);
+    vm.write(
+        "/etc/gatehouse/agent.toml",
+        &format!(
+            "controller = {:?}\nca_hash = {:?}\n{extra}",
+            controller.agent_url(),
+            controller.ca_hash()
+        ),
+        0o600,
+    );
+    vm.write(
+        "/etc/gatehouse/join-token",
+        &controller.join_token("10m"),
+        0o600,
+    );
+    vm.ok(&["systemctl", "start", "gatehouse-agent.service"]);
+    wait_for("the agent to connect", Duration::from_secs(60), || {
+        controller
+            .agents()
+            .into_iter()
+            .find(|a| a["status"] == "online")
+            .and_then(|a| a["id"].as_str().map(str::to_owned))
+    })
+}
