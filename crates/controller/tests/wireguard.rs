@@ -312,3 +312,53 @@ async fn hostile_names_ranges_and_keys_are_refused_naming_the_field() {
     peers::remove(shared, "home", &id).await.unwrap();
     networks::delete(shared, "home").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_client_leaves_the_network_and_frees_its_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = gatehouse_common::Clock::manual(gatehouse_common::now_unix());
+    let running = server::start_with_clock(
+        support::config(dir.path()),
+        clock.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    with_hub(&running, dir.path(), "road", "10.90.0.0/24").await;
+    let mut laptop = client("road", "laptop", 1);
+    laptop.expires_at = running.shared.now() + 3600;
+    let (added, _) = peers::add_client(&running.shared, laptop).await.unwrap();
+    peers::add_client(&running.shared, client("road", "desk", 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        gatehouse_controller::wireguard::desired::expire(&running.shared)
+            .await
+            .unwrap(),
+        0,
+        "not yet"
+    );
+    clock.advance(Duration::from_secs(3601));
+    assert_eq!(
+        gatehouse_controller::wireguard::desired::expire(&running.shared)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = running
+        .shared
+        .store
+        .wg_peers("road")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(!left.contains(&"laptop".to_owned()), "{left:?}");
+    assert!(left.contains(&"desk".to_owned()), "{left:?}");
+    // Its address is the next one handed out.
+    let (next, _) = peers::add_client(&running.shared, client("road", "tablet", 3))
+        .await
+        .unwrap();
+    assert_eq!(next.ipv4, added.ipv4);
+}
