@@ -396,6 +396,12 @@ impl Agent {
         applied.map_or_else(Vec::new, |state| self.host.wireguard_status(&state))
     }
 
+    /// The key each WireGuard interface of the applied state has: (network, public key).
+    pub(crate) fn wireguard_keys(&self) -> Vec<(String, String)> {
+        let applied = self.applied.lock().expect("applied lock").clone();
+        applied.map_or_else(Vec::new, |state| self.host.wireguard_keys(&state))
+    }
+
     /// Each tunnel as the last health check saw it.
     pub(crate) fn tunnel_status(&self) -> Vec<TunnelStatus> {
         self.tunnel_status

@@ -351,12 +351,10 @@ impl Session<'_> {
             .flatten()
             .min();
         let inventory = self.agent.host.certs().inventory();
-        let wireguard = self.agent.wireguard_status();
-        let keys: Vec<(String, String)> = wireguard
-            .iter()
-            .map(|w| (w.network.clone(), w.public_key.clone()))
-            .collect();
+        // The keys alone (their files) tell whether to report; the interfaces are read only then.
+        let keys = self.agent.wireguard_keys();
         if self.told.as_ref() != Some(&inventory) || self.told_keys != keys {
+            let wireguard = self.agent.wireguard_status();
             self.push(
                 Key::Report,
                 Up::Report(Report {

@@ -150,6 +150,14 @@ impl Host {
         self
     }
 
+    /// The key each WireGuard interface of `state` has: (network, public key, "" for none).
+    pub fn wireguard_keys(&self, state: &DesiredState) -> Vec<(String, String)> {
+        let Some(wg) = &self.wireguard else {
+            return Vec::new();
+        };
+        wg.keys(&ValidState::from_state(state).wireguard)
+    }
+
     /// Each WireGuard interface of `state` as it is now.
     pub fn wireguard_status(
         &self,

@@ -140,6 +140,19 @@ impl Interfaces {
         Self { wg }
     }
 
+    /// Each interface's network and the public key it has ("" before it has one), from the
+    /// key files alone.
+    pub fn keys(&self, desired: &[Wireguard]) -> Vec<(String, String)> {
+        desired
+            .iter()
+            .map(|w| {
+                let key = self.wg.key(&w.interface);
+                let public = key.map(|(k, _)| k.public().to_string());
+                (w.network.to_string(), public.unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// Each interface of `desired` as it is now, for the report.
     pub fn status(&self, desired: &[Wireguard]) -> Vec<WireguardStatus> {
         desired
