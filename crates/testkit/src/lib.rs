@@ -16,12 +16,30 @@ pub mod tmpfs;
 
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again soon).
+/// A free TCP and UDP port on 127.0.0.1, held for this test process alone.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up), so no outgoing connection
+/// takes one between this call and the server binding it, and each is claimed with a lock file
+/// that stays locked until the process exits, so parallel tests never pick the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("gatehouse-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the port lock directory");
+    for _ in 0..1000 {
+        let port = 20_000 + (RandomState::new().hash_one(0u8) % 12_000) as u16;
+        let lock = std::fs::File::create(dir.join(port.to_string())).expect("create a port lock");
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999 after 1000 tries");
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
