@@ -100,6 +100,12 @@ enum Command {
     /// WireGuard networks: hosts and clients, addresses, keys made where they are used.
     #[command(subcommand)]
     Wg(commands::wireguard::WgCommand),
+    /// Alerts the controller raised, and silences.
+    #[command(subcommand)]
+    Alert(commands::alerts::AlertCommand),
+    /// The status page: `gatehousectl ui login` prints a one-time sign-in link.
+    #[command(subcommand)]
+    Ui(commands::ui::UiCommand),
     /// Print a shell completion script: `gatehousectl completions bash > /etc/bash_completion.d/gatehousectl`.
     Completions {
         #[arg(value_enum)]

@@ -37,7 +37,7 @@ impl Actor {
         }
     }
 
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Actor::Local { uid } => format!("local:uid={uid}"),
             Actor::Token { id, name, role } => format!("token:{id} ({name}, {role})"),

@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod agent_api;
+pub mod alerts;
 pub mod allowlists;
 pub mod api;
 pub mod audit;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub wg_pending: wireguard::desired::Pending,
     /// The addresses each WireGuard network's peers hold, as this controller knows them.
     pub wg_addresses: wireguard::ipam::Cache,
+    /// Wakes the alerts loop (a notification was queued).
+    pub alerts_wake: tokio::sync::Notify,
     /// Every agent stream and ACME order in flight: shutdown waits for them before the store
     /// closes.
     pub tasks: tokio_util::task::TaskTracker,

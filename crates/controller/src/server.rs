@@ -186,6 +186,7 @@ pub async fn start_with_clock(
         allowlist_sets: tokio::sync::watch::Sender::new(Default::default()),
         wg_pending: Default::default(),
         wg_addresses: Default::default(),
+        alerts_wake: tokio::sync::Notify::new(),
         tasks: tokio_util::task::TaskTracker::new(),
         clock,
     });
@@ -260,6 +261,11 @@ pub async fn start_with_clock(
         shutdown.clone(),
     ));
     tasks.spawn(crate::allowlists::sweep(shared.clone(), shutdown.clone()));
+    tasks.spawn(crate::alerts::run(shared.clone(), shutdown.clone()));
+    tasks.spawn(crate::fleet::history::prune(
+        shared.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(crate::wireguard::desired::expiry(
         shared.clone(),
         shutdown.clone(),

@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod agents;
+pub mod alerts;
 pub mod allowlists;
 pub mod apitokens;
 pub mod audit;
@@ -12,6 +13,7 @@ pub mod cloudflare;
 pub mod sites;
 pub mod tokens;
 pub mod tunnels;
+pub mod ui;
 pub mod wireguard;
 
 use crate::args::labels_arg;
@@ -32,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tunnel(cmd) => tunnels::check(cmd)?,
         Command::Allowlist(cmd) => allowlists::check(cmd)?,
         Command::Wg(cmd) => wireguard::check(cmd)?,
+        Command::Alert(cmd) => alerts::check(cmd)?,
         _ => {}
     }
     let mut client = crate::client::connect(&cli).await?;
@@ -49,6 +52,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tunnel(cmd) => tunnels::run(&mut client, cmd, out).await,
         Command::Allowlist(cmd) => allowlists::run(&mut client, cmd, out).await,
         Command::Wg(cmd) => wireguard::run(&mut client, cmd, out).await,
+        Command::Alert(cmd) => alerts::run(&mut client, cmd, out).await,
+        Command::Ui(cmd) => ui::run(&mut client, cmd, out).await,
         Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("answered before connecting")
         }

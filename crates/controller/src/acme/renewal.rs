@@ -30,6 +30,24 @@ pub fn lifetime_renew_at(not_before: i64, not_after: i64) -> i64 {
     }
 }
 
+/// Each host's newest issued certificate per certificate name, by `(agent, certificate)`.
+pub fn current(orders: &[AcmeOrderRow]) -> std::collections::BTreeMap<(&str, &str), &AcmeOrderRow> {
+    let mut current = std::collections::BTreeMap::new();
+    for o in orders
+        .iter()
+        .filter(|o| o.state == crate::store::OrderState::Issued)
+    {
+        let key = (o.agent_id.as_str(), o.certificate.as_str());
+        if current
+            .get(&key)
+            .is_none_or(|c: &&AcmeOrderRow| o.not_before > c.not_before)
+        {
+            current.insert(key, o);
+        }
+    }
+    current
+}
+
 /// Whether an issued certificate is in the last third of its life.
 pub fn in_last_third(not_before: i64, not_after: i64, now: i64) -> bool {
     not_after > not_before && now >= not_after - (not_after - not_before) / 3

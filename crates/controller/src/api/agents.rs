@@ -73,7 +73,7 @@ pub(super) async fn last_apply(
         .map_or((0, 0, Vec::new()), |r| (r.generation, r.at, r.items())))
 }
 
-pub(super) async fn list_agents(
+pub(crate) async fn list_agents(
     shared: &Shared,
     _: ListAgentsRequest,
 ) -> Result<ListAgentsResponse> {
@@ -94,7 +94,7 @@ pub(super) async fn get_agent(shared: &Shared, req: GetAgentRequest) -> Result<A
     agent_by_id(shared, &agent_id_arg(&req.id)?).await
 }
 
-pub(super) async fn get_agent_status(shared: &Shared, req: GetAgentRequest) -> Result<AgentStatus> {
+pub(crate) async fn get_agent_status(shared: &Shared, req: GetAgentRequest) -> Result<AgentStatus> {
     let id = agent_id_arg(&req.id)?;
     let agent = agent_by_id(shared, &id).await?;
     let (applied_generation, applied_at, results) = last_apply(shared, &id).await?;

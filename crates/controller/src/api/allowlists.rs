@@ -160,7 +160,7 @@ pub(super) async fn create_allowlist(
     view(shared, &list).await
 }
 
-pub(super) async fn list_allowlists(
+pub(crate) async fn list_allowlists(
     shared: &Shared,
     _: ListAllowlistsRequest,
 ) -> Result<ListAllowlistsResponse> {

@@ -105,7 +105,7 @@ pub(super) async fn request_certificate(
     Ok(RequestCertificateResponse { agents })
 }
 
-pub(super) async fn list_certificate_orders(
+pub(crate) async fn list_certificate_orders(
     shared: &Shared,
     req: ListCertificateOrdersRequest,
 ) -> Result<ListCertificateOrdersResponse> {

@@ -4,16 +4,18 @@
 //! that serves it. Handlers return [`Error`]; [`status`] is the one place that knows gRPC codes.
 
 mod acme;
-mod agents;
-mod allowlists;
+pub(crate) mod agents;
+pub(crate) mod alerts;
+pub(crate) mod allowlists;
 mod audit;
 mod backup;
-mod certificates;
+pub(crate) mod certificates;
 mod cloudflare;
-mod sites;
+pub(crate) mod sites;
 mod tokens;
-mod tunnels;
-mod wireguard;
+pub(crate) mod tunnels;
+mod ui;
+pub(crate) mod wireguard;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -202,14 +204,15 @@ fn agent_id_arg(id: &str) -> Result<String> {
     Ok(id.parse::<gatehouse_proto::names::AgentId>()?.to_string())
 }
 
-/// The admin API, one line per call: `rpc(Request) -> Response: role [audit "action"] =>
-/// feature;`, then the calls that answer with a stream: `rpc(Request) -> stream Stream of Item:
-/// role audit "action" => feature;`. The handler is `feature::rpc(&Shared, Request)` (for a
-/// stream it returns every item); audited requests implement [`Audited`] next to it.
+/// The admin API, one line per call: `rpc(Request) -> Response: role [+ actor] [audit
+/// "action"] => feature;`, then the calls that answer with a stream: `rpc(Request) -> stream
+/// Stream of Item: role audit "action" => feature;`. The handler is `feature::rpc(&Shared,
+/// Request)` (for a stream it returns every item), or `feature::rpc(&Shared, &Actor, Request)`
+/// with `+ actor`; audited requests implement [`Audited`] next to it.
 macro_rules! admin_api {
     (
         unary {
-            $($rpc:ident($req:ty) -> $resp:ty: $role:ident $(audit $action:literal)? => $feature:ident;)*
+            $($rpc:ident($req:ty) -> $resp:ty: $role:ident $(+ $who:ident)? $(audit $action:literal)? => $feature:ident;)*
         }
         streams {
             $($srpc:ident($sreq:ty) -> stream $stream:ident of $item:ty: $srole:ident $(audit $saction:literal)? => $sfeature:ident;)*
@@ -221,7 +224,7 @@ macro_rules! admin_api {
                 async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
                     let actor = self.caller(&request).await?;
                     let request = request.into_inner();
-                    admin_api!(@run self, actor, request, $role, $feature::$rpc, $rpc $(, $action)?)
+                    admin_api!(@run self, actor, request, $role, $feature::$rpc, $rpc, [$($who)?] $(, $action)?)
                         .map(Response::new)
                 }
             )*
@@ -231,7 +234,7 @@ macro_rules! admin_api {
                 async fn $srpc(&self, request: Request<$sreq>) -> Result<Response<Self::$stream>, Status> {
                     let actor = self.caller(&request).await?;
                     let request = request.into_inner();
-                    let stream: Self::$stream = admin_api!(@run self, actor, request, $srole, $sfeature::$srpc, $srpc $(, $saction)?)?;
+                    let stream: Self::$stream = admin_api!(@run self, actor, request, $srole, $sfeature::$srpc, $srpc, [] $(, $saction)?)?;
                     Ok(Response::new(stream))
                 }
             )*
@@ -243,11 +246,17 @@ macro_rules! admin_api {
             $((stringify!($srpc), Role::$srole),)*
         ];
     };
-    (@run $api:ident, $actor:ident, $request:ident, $role:ident, $handler:path, $rpc:ident) => {
+    (@run $api:ident, $actor:ident, $request:ident, $role:ident, $handler:path, $rpc:ident, []) => {
         $api.read(&$actor, Role::$role, stringify!($rpc), $handler(&$api.shared, $request)).await
     };
-    (@run $api:ident, $actor:ident, $request:ident, $role:ident, $handler:path, $rpc:ident, $action:literal) => {
+    (@run $api:ident, $actor:ident, $request:ident, $role:ident, $handler:path, $rpc:ident, [$who:ident]) => {
+        $api.read(&$actor, Role::$role, stringify!($rpc), $handler(&$api.shared, &$actor, $request)).await
+    };
+    (@run $api:ident, $actor:ident, $request:ident, $role:ident, $handler:path, $rpc:ident, [], $action:literal) => {
         $api.mutate(&$actor, Role::$role, $action, $request, |r| $handler(&$api.shared, r)).await
+    };
+    (@run $api:ident, $actor:ident, $request:ident, $role:ident, $handler:path, $rpc:ident, [$who:ident], $action:literal) => {
+        $api.mutate(&$actor, Role::$role, $action, $request, |r| $handler(&$api.shared, &$actor, r)).await
     };
 }
 
@@ -315,6 +324,12 @@ admin_api! {
         remove_wg_peer(RemoveWgPeerRequest) -> WgPeer: Operator audit "wg.peer.remove" => wireguard;
         get_wg_status(GetWgStatusRequest) -> GetWgStatusResponse: Viewer => wireguard;
         rotate_wg_host_key(RotateWgHostKeyRequest) -> WgPeer: Operator audit "wg.host.rotate-key" => wireguard;
+
+        list_alerts(ListAlertsRequest) -> ListAlertsResponse: Viewer => alerts;
+        create_silence(CreateSilenceRequest) -> Silence: Operator + actor audit "alert.silence" => alerts;
+        list_silences(ListSilencesRequest) -> ListSilencesResponse: Viewer => alerts;
+        expire_silence(ExpireSilenceRequest) -> Silence: Operator audit "alert.silence.expire" => alerts;
+        create_ui_login(CreateUiLoginRequest) -> CreateUiLoginResponse: Viewer + actor audit "ui.login" => ui;
     }
 
     streams {
@@ -334,7 +349,9 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ROLES.len(), "a call listed twice");
         for (name, role) in ROLES {
-            let reads = name.starts_with("list_") || name.starts_with("get_");
+            // A sign-in link carries its caller's own role, so any role may make one.
+            let reads =
+                name.starts_with("list_") || name.starts_with("get_") || *name == "create_ui_login";
             assert_eq!(*role == Role::Viewer, reads, "{name} needs {role}");
         }
     }

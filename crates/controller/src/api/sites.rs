@@ -193,7 +193,7 @@ fn trusted_proxies(
     Ok(out.iter().map(ToString::to_string).collect())
 }
 
-pub(super) async fn list_sites(
+pub(crate) async fn list_sites(
     shared: &Shared,
     req: ListSitesRequest,
 ) -> Result<ListSitesResponse> {

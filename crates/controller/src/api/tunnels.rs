@@ -67,7 +67,7 @@ pub(super) async fn create_tunnel(shared: &Shared, r: CreateTunnelRequest) -> Re
     tunnels::view(shared, &row, false).await
 }
 
-pub(super) async fn list_tunnels(
+pub(crate) async fn list_tunnels(
     shared: &Shared,
     r: ListTunnelsRequest,
 ) -> Result<ListTunnelsResponse> {

@@ -204,7 +204,7 @@ pub(super) async fn remove_wg_peer(shared: &Shared, r: RemoveWgPeerRequest) -> R
     Ok(peer_view(&peer))
 }
 
-pub(super) async fn get_wg_status(
+pub(crate) async fn get_wg_status(
     shared: &Shared,
     r: GetWgStatusRequest,
 ) -> Result<GetWgStatusResponse> {

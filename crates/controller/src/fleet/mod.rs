@@ -3,6 +3,7 @@
 //! is served by a [`session`].
 
 pub mod clean;
+pub mod history;
 pub mod session;
 
 use std::collections::HashMap;

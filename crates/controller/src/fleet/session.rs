@@ -87,6 +87,7 @@ pub fn open(
         in_flight: HashSet::new(),
         logged: HashMap::new(),
         agent_generation: 0,
+        last_sample: 0,
         sent_generation: 0,
         delivered: HashSet::new(),
         since,
@@ -115,6 +116,8 @@ struct Session {
     logged: HashMap<String, Option<(&'static str, String)>>,
     /// The generation the agent says it has.
     agent_generation: u64,
+    /// When this host's metrics were last kept for its history.
+    last_sample: i64,
     /// The generation last sent on this stream.
     sent_generation: u64,
     /// ACME orders whose certificate this stream pushed.
@@ -360,14 +363,22 @@ impl Session {
                 store
                     .agent_seen(agent, ack.generation, self.shared.now())
                     .await?;
-                let record = crate::store::ApplyRecord::new(&ack, self.shared.now());
+                let previous = store.agent_get(agent).await?.and_then(|a| a.last_apply);
+                let record = crate::store::ApplyRecord::new(&ack, self.shared.now())
+                    .following(previous.as_ref());
                 store.agent_set_last_apply(agent, &record).await?;
+                store.apply_history_put(agent, &record).await?;
                 // An agent that went back (a rollback elsewhere) gets the newest again.
                 self.sync_state().await?;
             }
             Some(Up::Report(mut report)) => {
                 super::clean::report(&mut report);
                 crate::wireguard::desired::reported(&self.shared, agent, &report.wireguard).await?;
+                if let Some(m) = &report.metrics {
+                    let now = self.shared.now();
+                    super::history::record(&self.shared, agent, m, now, &mut self.last_sample)
+                        .await?;
+                }
                 self.shared.fleet.report(agent, report, self.shared.now());
             }
             Some(Up::CertificateRequest(request)) => self.start_issuing(request).await?,

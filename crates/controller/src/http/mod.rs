@@ -1,8 +1,10 @@
 //! The controller's plain HTTP port (7480): `/healthz` for load balancers and systemd checks,
-//! `/metrics` for Prometheus, and `POST /v1/allowlist/checkin` for devices.
+//! `/metrics` for Prometheus, `POST /v1/allowlist/checkin` for devices, and the status page
+//! under `/ui/`.
 
 mod checkin;
 mod metrics;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/allowlist/checkin",
             post(checkin::checkin).layer(DefaultBodyLimit::max(checkin::BODY_LIMIT)),
         )
+        .merge(ui::router())
         .with_state(shared)
 }
 

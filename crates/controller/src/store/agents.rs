@@ -54,6 +54,9 @@ pub struct ItemRecord {
     pub state: String,
     #[serde(default)]
     pub message: String,
+    /// Acks in a row, this one included, in which the item failed.
+    #[serde(default)]
+    pub failures: u32,
     // Rows written by 0.1: `kind/name`, ok and error.
     #[serde(default, skip_serializing)]
     item: String,
@@ -82,6 +85,25 @@ impl ApplyRecord {
             at,
             results,
         }
+    }
+
+    /// Counts each failed item's failures in a row from the record before this one.
+    pub fn following(mut self, previous: Option<&ApplyRecord>) -> Self {
+        for item in &mut self.results {
+            if item.state != ItemState::Failed.word() {
+                continue;
+            }
+            let before = previous
+                .and_then(|p| {
+                    p.results
+                        .iter()
+                        .find(|r| r.kind == item.kind && r.name == item.name)
+                })
+                .filter(|r| r.state == ItemState::Failed.word())
+                .map_or(0, |r| r.failures.max(1));
+            item.failures = before.saturating_add(1);
+        }
+        self
     }
 
     /// The items as the API shows them.

@@ -1,4 +1,4 @@
-//! Leadership of a background job (the ACME worker) among controllers sharing one database.
+//! Leadership of a background job (the ACME worker, the alert rules) among controllers sharing one database.
 //! On PostgreSQL a session advisory lock, held on a connection of its own for as long as the
 //! leader lives; on SQLite there is one controller per file, so it always leads.
 
@@ -22,6 +22,7 @@ fn key(job: LeaderJob) -> i64 {
 #[derive(Debug, Clone, Copy)]
 pub enum LeaderJob {
     Acme = 1,
+    Alerts = 2,
 }
 
 impl Store {

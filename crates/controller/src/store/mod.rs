@@ -6,14 +6,17 @@
 
 mod acme;
 mod agents;
+mod alerts;
 mod allowlists;
 mod api_tokens;
 mod audit;
 mod cloudflare;
+mod history;
 mod join_tokens;
 mod kv;
 mod leader;
 mod tunnels;
+mod ui_sessions;
 mod wireguard;
 
 use std::borrow::Cow;
@@ -26,10 +29,12 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use acme::{AcmeAccountRow, AcmeOrderRow, AcmeTxtRow, OrderState};
 pub use agents::{AgentRow, ApplyRecord, DesiredStateRow, ItemRecord};
+pub use alerts::{AlertRow, AlertState, OutboxRow, SilenceRow};
 pub use allowlists::{AllowlistRow, DeviceRow, EntryRow, SightingRow};
 pub use api_tokens::ApiTokenRow;
 pub use audit::AuditRow;
 pub use cloudflare::{CloudflareAccountRow, CloudflareSiteRow};
+pub use history::SampleRow;
 pub use join_tokens::{JoinTokenRow, RedeemError};
 pub use leader::{Leader, LeaderJob};
 pub use tunnels::{TunnelRecord, TunnelRouteRow, TunnelRow};
@@ -139,6 +144,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "wireguard",
         include_str!("../../migrations/0008_wireguard.sql"),
+    ),
+    (
+        9,
+        "alerts",
+        include_str!("../../migrations/0009_alerts.sql"),
     ),
 ];
 

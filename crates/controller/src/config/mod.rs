@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod alerts;
+pub use alerts::AlertsConfig;
+
 /// The controller's default config file.
 pub const DEFAULT_CONFIG: &str = "/etc/gatehouse/controller.toml";
 
@@ -39,6 +42,12 @@ struct RawConfig {
     log: Option<String>,
     cloudflare_ranges: Option<Vec<String>>,
     checkin: Option<RawCheckin>,
+    ui_enabled: Option<bool>,
+    ui_url: Option<String>,
+    ui_session: Option<String>,
+    history_interval: Option<String>,
+    history_retention: Option<String>,
+    alerts: Option<alerts::RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +118,18 @@ pub struct Config {
     /// `CF-Connecting-IP` from these peers only.
     pub cloudflare_ranges: Vec<ipnet::IpNet>,
     pub checkin: CheckinConfig,
+    /// The status page under `/ui/` on the HTTP port.
+    pub ui_enabled: bool,
+    /// The status page's address as people reach it (sign-in links, links in notifications);
+    /// empty: `http://` and the HTTP port's address.
+    pub ui_url: String,
+    /// How long a status page sign-in lasts.
+    pub ui_session: Duration,
+    /// How often a host's reported metrics are kept for its history.
+    pub history_interval: Duration,
+    /// How long they are kept.
+    pub history_retention: Duration,
+    pub alerts: AlertsConfig,
 }
 
 /// Cloudflare's published proxy ranges (<https://www.cloudflare.com/ips/>, also `GET /ips`),
@@ -175,6 +196,12 @@ impl Config {
                 min_interval: Duration::from_secs(10),
                 failure_limit: 10,
             },
+            ui_enabled: true,
+            ui_url: String::new(),
+            ui_session: Duration::from_secs(12 * 3600),
+            history_interval: Duration::from_secs(60),
+            history_retention: Duration::from_secs(7 * 24 * 3600),
+            alerts: AlertsConfig::default(),
             data_dir: data_dir.to_owned(),
         }
     }
@@ -376,7 +403,59 @@ impl Config {
                 )?;
             }
         }
+        if let Some(enabled) = raw.ui_enabled {
+            c.ui_enabled = enabled;
+        }
+        if let Some(url) = raw.ui_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(field(
+                    "ui_url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            c.ui_url = url.trim_end_matches('/').to_owned();
+        }
+        if let Some(d) = raw.ui_session {
+            c.ui_session = duration("ui_session", d)?;
+            if c.ui_session < Duration::from_secs(60) {
+                return Err(field("ui_session", "must be at least 1m".into()));
+            }
+        }
+        if let Some(d) = raw.history_interval {
+            c.history_interval = duration("history_interval", d)?;
+            if c.history_interval < Duration::from_secs(1) {
+                return Err(field("history_interval", "must be at least 1s".into()));
+            }
+        }
+        if let Some(d) = raw.history_retention {
+            c.history_retention = duration("history_retention", d)?;
+        }
+        if let Some(alerts) = raw.alerts {
+            c.alerts = AlertsConfig::parse(alerts, path)?;
+        }
         Ok(c)
+    }
+
+    /// Where people reach the status page: `ui_url`, else the HTTP port (a wildcard address as
+    /// the first server name).
+    pub fn ui_base(&self) -> String {
+        if !self.ui_url.is_empty() {
+            return self.ui_url.clone();
+        }
+        let port = self.http_listen.port();
+        match self.http_listen.ip() {
+            ip if ip.is_unspecified() => {
+                let host = self
+                    .server_names
+                    .first()
+                    .map_or("localhost", String::as_str);
+                match host.parse::<std::net::Ipv6Addr>() {
+                    Ok(_) => format!("http://[{host}]:{port}"),
+                    Err(_) => format!("http://{host}:{port}"),
+                }
+            }
+            _ => format!("http://{}", self.http_listen),
+        }
     }
 
     /// The config to run with after the file was read again: `new`, except the settings that
