@@ -49,7 +49,7 @@ fn dev_mode_runs_a_controller_and_an_agent_and_stops_cleanly_on_ctrl_c() {
         let line = text
             .lines()
             .map(str::trim)
-            .find(|l| l.starts_with(prefix))
+            .find(|l| l.starts_with(prefix) && l.ends_with("agents list"))
             .unwrap_or_else(|| panic!("no `{prefix}` command in:\n{text}"));
         let args: Vec<&str> = line.split_whitespace().skip(1).collect();
         let agents = wait_for("the local agent online", Duration::from_secs(30), || {
@@ -268,4 +268,118 @@ fn help_puts_a_commands_own_options_first_and_completions_and_man_pages_are_gene
         );
     }
     assert!(dir.path().join("gatehousectl-agents-status.1").exists());
+}
+
+#[test]
+fn dev_mode_with_caddy_on_path_serves_a_site_made_from_the_printed_commands() {
+    let (agent_port, admin_port, http_port) = (free_port(), free_port(), free_port());
+    let mut dev = Command::new(bin("gatehouse-controller"))
+        .args(["dev", "--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    wait_for("the dev banner", Duration::from_secs(60), || {
+        while let Ok(line) = rx.try_recv() {
+            banner.push(line);
+        }
+        banner
+            .iter()
+            .any(|l| l.contains("Press Ctrl-C"))
+            .then_some(())
+    });
+    let text = banner.join("\n");
+    let printed = |start: &str, has: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(start) && l.contains(has))
+            .unwrap_or_else(|| panic!("no `{start} … {has}` line in:\n{text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(text.contains("dev Caddy on https 127.0.0.1:"), "{text}");
+
+    // The status page link signs in once.
+    let link = printed("status page:", "/ui/login/")[2].clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let status = rt.block_on(async { client.get(&link).send().await.unwrap().status() });
+    assert_eq!(status, reqwest::StatusCode::SEE_OTHER, "{link}");
+
+    // The printed site command, then the printed curl, as printed.
+    let create = printed("gatehousectl --socket", "site create");
+    let out = Command::new(bin("gatehousectl"))
+        .args(&create[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let curl = printed("curl", "hello.localhost");
+    let body = wait_for(
+        "the site to answer through Caddy",
+        Duration::from_secs(60),
+        || {
+            let out = Command::new(&curl[0])
+                .args(&curl[1..])
+                .args(["--silent", "--fail", "--max-time", "5"])
+                .output()
+                .unwrap();
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert_eq!(
+        body, "ok\n",
+        "the controller's /healthz through the dev Caddy"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_for("dev mode to exit", Duration::from_secs(30), || {
+        dev.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    let port: u16 = curl
+        .iter()
+        .find_map(|a| {
+            a.strip_prefix("hello.localhost:")?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the Caddy port in the curl line");
+    wait_for(
+        "the dev Caddy to stop with dev mode",
+        Duration::from_secs(10),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        },
+    );
 }

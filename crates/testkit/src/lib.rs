@@ -1,7 +1,9 @@
 //! Test-only harnesses. Each picks free ports, works in a fresh temporary directory and stops
 //! what it started when dropped, even when the test panics.
 
+pub mod alertmanager;
 pub mod ari;
+pub mod browser;
 pub mod caddy;
 /// The Cloudflare emulator (its own crate, which dev mode uses too).
 pub use gatehouse_cloudflare_emulator as cloudflare;
@@ -13,6 +15,7 @@ pub mod postgres;
 pub mod process;
 pub mod systembox;
 pub mod tmpfs;
+pub mod webhook;
 
 use std::time::{Duration, Instant};
 

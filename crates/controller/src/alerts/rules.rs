@@ -197,7 +197,11 @@ async fn reported(
         f.conditions.push(condition(
             "DiskFillingUp",
             "warning",
-            &[("agent", id), ("hostname", hostname), ("mountpoint", &mount)],
+            &[
+                ("agent", id),
+                ("hostname", hostname),
+                ("mountpoint", &mount),
+            ],
             format!(
                 "{mount} on {hostname} is predicted to fill within {}",
                 humantime::format_duration(c.disk_fill_horizon)

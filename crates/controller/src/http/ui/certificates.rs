@@ -86,6 +86,7 @@ pub(super) async fn list(State(shared): State<Arc<Shared>>, viewer: Viewer) -> R
                     td { @if o.renew_at > 0 { (when(o.renew_at)) " (" (o.renewal) ")" } }
                 }
             }
+            @if orders.is_empty() { tr { td colspan="7" .muted { "No ACME orders." } } }
         }
     };
     page("Certificates", "/ui/certificates", &viewer, content)

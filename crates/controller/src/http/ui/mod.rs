@@ -302,6 +302,8 @@ fn ago(now: i64, unix: i64) -> String {
         s => s / 86_400 * 86_400,
     });
     let text = humantime::format_duration(rough).to_string();
+    // The two largest units say enough: "2months 28days", "3h 5m".
+    let text = text.split(' ').take(2).collect::<Vec<_>>().join(" ");
     if unix <= now {
         format!("{text} ago")
     } else {

@@ -43,7 +43,7 @@ pub fn timeline(spans: &[Span], now: i64, warning: i64, critical: i64) -> Markup
             line class="axis" x1=(LABEL) y1=(base) x2=(WIDTH - 10.0) y2=(base) {}
             line class="now" x1=(x(now + critical)) y1="0" x2=(x(now + critical)) y2=(base) {}
             line class="now" x1=(x(now + warning)) y1="0" x2=(x(now + warning)) y2=(base) {}
-            text x=(LABEL) y=(height - 6.0) { "now" }
+            text x=(LABEL - 4.0) y=(height - 6.0) text-anchor="end" { "now" }
             text x=(x(now + critical) + 2.0) y=(height - 6.0) { (critical / 86_400) "d" }
             text x=(x(now + warning) + 2.0) y=(height - 6.0) { (warning / 86_400) "d" }
             text x=(WIDTH - 60.0) y=(height - 6.0) { (days) " days" }

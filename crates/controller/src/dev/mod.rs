@@ -3,6 +3,8 @@
 //! `--data` is given). Built with the `dev` feature only (the workspace default): the packaged
 //! controller has neither the agent nor the emulator in it.
 
+mod caddy;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,8 +57,9 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     // The local agent: every host path under the sandbox.
     let agent_root = data.join("agent-root");
     let mut agent_config = AgentConfig::with_root(&agent_root);
-    // Dev mode does not touch a Caddy it did not start.
-    agent_config.caddy = None;
+    // Dev mode never touches a Caddy it did not start: its own, when caddy is on PATH.
+    let caddy = caddy::start(&data.join("caddy")).await?;
+    agent_config.caddy = caddy.as_ref().map(|c| c.config.clone());
     let url = ControllerUrl::parse(
         &format!("https://127.0.0.1:{}", running.agent_addr.port()),
         running.agent_addr.port(),
@@ -96,6 +99,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     let cloudflare = dev_cloudflare(&shared).await?;
 
     let (api_token, _) = tokens::create_api_token(&shared, "dev", Role::Admin).await?;
+    let (ui_link, _) = crate::http::ui::login_link(&shared, &Actor::Controller).await?;
     audit::record(
         &shared,
         &Actor::Controller,
@@ -112,7 +116,10 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
          \x20 admin API:    https://{admin_addr}   (TLS, API token below)\n\
          \x20 admin socket: {socket}\n\
          \x20 metrics:      http://{http_addr}/metrics   (and /healthz)\n\
-         \x20 local agent:  {agent_id}, host files under {root}\n\n\
+         \x20 status page:  {ui_link}   (one-time sign-in link)\n\
+         \x20 local agent:  {agent_id}, host files under {root}\n\
+         {caddy_line}\n\
+         {site}\
          Try, in another terminal:\n\n\
          \x20 gatehousectl --socket {socket} agents list\n\n\
          or over TLS with the dev admin token:\n\n\
@@ -137,12 +144,38 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         ca = running.ca_file.display(),
         token = api_token.reveal(),
         cloudflare = cloudflare.banner(&running.admin_socket),
+        caddy_line = match &caddy {
+            Some(c) => format!(
+                "  caddy:        dev Caddy on https 127.0.0.1:{} and http 127.0.0.1:{}, log {}\n",
+                c.https_port,
+                c.http_port,
+                c.log.display()
+            ),
+            None => "  caddy:        none (no caddy on PATH): sites need an agent whose host runs Caddy\n"
+                .into(),
+        },
+        site = match &caddy {
+            Some(c) => format!(
+                "A site through the dev Caddy, proxying to the controller's own /healthz, with a\n\
+                 certificate from gatehouse's internal CA:\n\n\
+                 \x20 gatehousectl --socket {socket} site create --agent {agent_id} --name hello --domain hello.localhost --upstream {http_addr} --port {port}\n\
+                 \x20 curl --cacert {site_ca} --resolve hello.localhost:{port}:127.0.0.1 https://hello.localhost:{port}/healthz\n\n",
+                socket = running.admin_socket.display(),
+                http_addr = running.http_addr,
+                port = c.https_port,
+                site_ca = data.join("controller/site-ca.pem").display(),
+            ),
+            None => String::new(),
+        },
     );
 
     shutdown.cancelled().await;
     drop(cloudflare);
     agent_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
+    if let Some(c) = caddy {
+        c.stop().await;
+    }
     controller_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), running.wait()).await;
     println!("gatehouse dev mode stopped.");
