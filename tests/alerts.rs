@@ -62,12 +62,22 @@ fn a_stopped_agents_host_offline_alert_reaches_alertmanager_and_resolves_when_it
     let am = Alertmanager::start(dir.path(), &am_hook.url());
     let hook = Webhook::start(0);
     let c = Controller::start(&alerts_config(&format!(
-        "alertmanager = [{:?}]\nwebhook = [{:?}]\n",
+        "alertmanager = [{:?}]\nwebhook = [{:?}]\nwatchdog = true\n",
         am.url(),
         hook.url()
     )));
     let (mut agent, id) = enrolled(&c);
     assert!(find(&alerts(&c, false), "HostOffline", &id).is_none());
+    // The dead man's switch fires at once and keeps reaching Alertmanager.
+    wait_for(
+        "the Watchdog in Alertmanager",
+        Duration::from_secs(20),
+        || {
+            am.query()
+                .into_iter()
+                .find(|a| a["labels"]["alertname"] == "Watchdog")
+        },
+    );
 
     agent.stop();
     let pending = wait_for("HostOffline pending", Duration::from_secs(20), || {
@@ -291,10 +301,17 @@ fn a_failed_notification_is_retried_and_not_lost_across_a_controller_restart() {
         },
     );
     assert_eq!(listed["queued_notifications"], 1, "{listed}");
+    assert_eq!(listed["state"], "firing");
 
     c.stop();
     hook.fail(false);
     c.start_again();
+    // The alert's state survived: still firing since the same moment, not fired anew.
+    let after = find(&alerts(&c, false), "HostOffline", &id)
+        .cloned()
+        .unwrap();
+    assert_eq!(after["state"], "firing");
+    assert_eq!(after["fired_at"], listed["fired_at"]);
     let body = wait_for(
         "the notification after the restart",
         Duration::from_secs(60),

@@ -31,6 +31,27 @@ const MASKED: &[&str] = &[
     "systemd-networkd-wait-online.service",
 ];
 
+/// Services some package enabled on this machine (Alertmanager, Prometheus, PostgreSQL, Caddy,
+/// …): the box overlays the machine's root, so they would start in it too and fail there.
+/// The box runs only the units a test puts in it; systemd's own are left alone.
+fn enabled_on_the_host() -> Vec<String> {
+    let Ok(dirs) = std::fs::read_dir("/etc/systemd/system") else {
+        return Vec::new();
+    };
+    dirs.flatten()
+        .filter(|d| d.file_name().to_string_lossy().ends_with(".wants"))
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flatten()
+        .flatten()
+        .map(|u| u.file_name().to_string_lossy().into_owned())
+        .filter(|u| {
+            (u.ends_with(".service") || u.ends_with(".timer"))
+                && !u.starts_with("systemd-")
+                && !u.starts_with("gatehouse")
+        })
+        .collect()
+}
+
 const BOOT_SCRIPT: &str = r#"set -e
 R=$1
 mount -t overlay overlay -o lowerdir=/,upperdir=$R/upper,workdir=$R/work $R/merged
@@ -75,7 +96,11 @@ impl SystemBox {
         for d in ["upper", "work", "merged", "upper/etc/systemd/system"] {
             std::fs::create_dir_all(root.join(d)).expect("box dirs");
         }
-        for unit in MASKED {
+        let masked = MASKED
+            .iter()
+            .map(|u| (*u).to_owned())
+            .chain(enabled_on_the_host());
+        for unit in masked.collect::<std::collections::BTreeSet<_>>() {
             std::os::unix::fs::symlink(
                 "/dev/null",
                 root.join("upper/etc/systemd/system").join(unit),

@@ -406,7 +406,7 @@ impl Config {
         if let Some(enabled) = raw.ui_enabled {
             c.ui_enabled = enabled;
         }
-        if let Some(url) = raw.ui_url {
+        if let Some(url) = raw.ui_url.filter(|u| !u.is_empty()) {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(field(
                     "ui_url",
