@@ -7,9 +7,16 @@ use std::time::Duration;
 use gatehouse_testkit::process::bin;
 use gatehouse_testkit::{free_port, wait_for};
 
-#[test]
-fn dev_mode_runs_a_controller_and_an_agent_and_stops_cleanly_on_ctrl_c() {
-    let (agent_port, admin_port, http_port) = (free_port(), free_port(), free_port());
+/// Starts `gatehouse-controller dev` on free ports: the process, its further output lines, and
+/// its banner.
+fn start_dev(
+    http_port: u16,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    String,
+) {
+    let (agent_port, admin_port) = (free_port(), free_port());
     let mut dev = Command::new(bin("gatehouse-controller"))
         .args(["dev", "--agent-listen", &format!("127.0.0.1:{agent_port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
@@ -35,7 +42,13 @@ fn dev_mode_runs_a_controller_and_an_agent_and_stops_cleanly_on_ctrl_c() {
             .any(|l| l.contains("Press Ctrl-C"))
             .then_some(())
     });
-    let text = banner.join("\n");
+    (dev, rx, banner.join("\n"))
+}
+
+#[test]
+fn dev_mode_runs_a_controller_and_an_agent_and_stops_cleanly_on_ctrl_c() {
+    let http_port = free_port();
+    let (mut dev, rx, text) = start_dev(http_port);
     let data = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("data:"))
@@ -272,33 +285,8 @@ fn help_puts_a_commands_own_options_first_and_completions_and_man_pages_are_gene
 
 #[test]
 fn dev_mode_with_caddy_on_path_serves_a_site_made_from_the_printed_commands() {
-    let (agent_port, admin_port, http_port) = (free_port(), free_port(), free_port());
-    let mut dev = Command::new(bin("gatehouse-controller"))
-        .args(["dev", "--agent-listen", &format!("127.0.0.1:{agent_port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = dev.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut banner = Vec::new();
-    wait_for("the dev banner", Duration::from_secs(60), || {
-        while let Ok(line) = rx.try_recv() {
-            banner.push(line);
-        }
-        banner
-            .iter()
-            .any(|l| l.contains("Press Ctrl-C"))
-            .then_some(())
-    });
-    let text = banner.join("\n");
+    let http_port = free_port();
+    let (mut dev, _rx, text) = start_dev(http_port);
     let printed = |start: &str, has: &str| -> Vec<String> {
         text.lines()
             .map(str::trim)

@@ -153,20 +153,7 @@ fn a_failing_apply_keeps_the_old_sites_serving_and_reports_the_error() {
     let caddyfile_before = std::fs::read_to_string(&f.caddy.caddyfile).unwrap();
 
     // Caddy's validation refuses a site whose CA root file does not exist.
-    f.create_site(
-        "b.example.test",
-        &upstream,
-        &[
-            "--name",
-            "b",
-            "--tls",
-            "caddy-managed",
-            "--acme-ca",
-            "https://127.0.0.1:9/dir",
-            "--acme-ca-root",
-            "/nonexistent/root.pem",
-        ],
-    );
+    f.create_failing_site("b", "b.example.test", &upstream);
     let b = f.wait_site("b", "failed");
     assert!(
         b["error"]

@@ -54,21 +54,7 @@ fn signed_in_the_page_shows_hosts_a_failing_sites_error_and_the_certificate_time
     let upstream = Upstream::start("hello from a");
     f.create_site("a.example.test", &upstream, &["--name", "a"]);
     f.wait_site("a", "applied");
-    // Caddy refuses a site whose ACME CA root file does not exist.
-    f.create_site(
-        "b.example.test",
-        &upstream,
-        &[
-            "--name",
-            "b",
-            "--tls",
-            "caddy-managed",
-            "--acme-ca",
-            "https://127.0.0.1:9/dir",
-            "--acme-ca-root",
-            "/nonexistent/root.pem",
-        ],
-    );
+    f.create_failing_site("b", "b.example.test", &upstream);
     f.wait_site("b", "failed");
     wait_for(
         "the host to report its certificate",

@@ -70,6 +70,24 @@ impl Fleet {
         self.controller.ctl_json(&args)
     }
 
+    /// A site Caddy's validation refuses: its ACME CA root file does not exist.
+    pub fn create_failing_site(&self, name: &str, domain: &str, upstream: &Upstream) -> Value {
+        self.create_site(
+            domain,
+            upstream,
+            &[
+                "--name",
+                name,
+                "--tls",
+                "caddy-managed",
+                "--acme-ca",
+                "https://127.0.0.1:9/dir",
+                "--acme-ca-root",
+                "/nonexistent/root.pem",
+            ],
+        )
+    }
+
     pub fn wait_site(&self, name: &str, state: &str) -> Value {
         wait_for(
             &format!("site {name} {state}"),

@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod alerts;
+mod database;
 pub use alerts::AlertsConfig;
+pub use database::DatabaseUrl;
+use database::check_database;
 
 /// The controller's default config file.
 pub const DEFAULT_CONFIG: &str = "/etc/gatehouse/controller.toml";
@@ -510,122 +513,5 @@ impl Config {
     }
 }
 
-/// A database URL. Its password never shows: `Debug` and `Display` print `user:***@`, and only
-/// [`DatabaseUrl::expose`] gives the URL to connect with.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    /// The URL with its password, for opening the store.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", crate::store::redact_url(&self.0))
-    }
-}
-
-impl std::fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::store::redact_url(&self.0))
-    }
-}
-
-fn check_database(url: &str) -> Result<(), String> {
-    if ["sqlite://", "postgres://", "postgresql://"]
-        .iter()
-        .any(|p| url.starts_with(p))
-    {
-        Ok(())
-    } else {
-        Err("must start with sqlite:// or postgres://".into())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_database_password_never_shows_in_a_debug_print() {
-        let c = Config::with_data_dir(Path::new("/srv/gh"))
-            .with_database(Some(
-                "postgres://gh:s3cret-pw@db.example.com/gatehouse".into(),
-            ))
-            .unwrap();
-        for printed in [format!("{c:?}"), format!("{}", c.database)] {
-            assert!(!printed.contains("s3cret-pw"), "{printed}");
-            assert!(
-                printed.contains("postgres://gh:***@db.example.com/gatehouse"),
-                "{printed}"
-            );
-        }
-        assert!(c.database.expose().contains("s3cret-pw"));
-    }
-
-    #[test]
-    fn parses_and_names_bad_fields() {
-        let p = Path::new("controller.toml");
-        let c = Config::parse(
-            p,
-            "data_dir = \"/srv/gh\"\nagent_cert_lifetime = \"1h\"\nserver_names = [\"ctl.example.com\"]",
-        )
-        .unwrap();
-        assert_eq!(c.database.expose(), "sqlite:///srv/gh/gatehouse.db");
-        assert_eq!(c.agent_cert_lifetime, Duration::from_secs(3600));
-        let proxies = Config::parse(
-            p,
-            "[checkin]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\nmin_interval = \"1m\"",
-        )
-        .unwrap()
-        .checkin;
-        assert_eq!(proxies.trusted_proxies.len(), 2);
-        assert_eq!(proxies.min_interval, Duration::from_secs(60));
-        for (text, field) in [
-            ("agent_listen = \"nowhere\"", "`agent_listen`"),
-            ("database = \"mysql://x\"", "`database`"),
-            ("report_interval = \"0s\"", "`report_interval`"),
-            ("log = \"gatehouse=loud\"", "`log`"),
-            ("issuance_limit = 0", "`issuance_limit`"),
-            ("enroll_failure_limit = 0", "`enroll_failure_limit`"),
-            ("stream_timeout = \"soon\"", "`stream_timeout`"),
-            ("server_names = []", "`server_names`"),
-            ("data_dir = \"rel\"", "`data_dir`"),
-            (
-                "[checkin]\ntrusted_proxies = [\"10.0.0.0/33\"]",
-                "`checkin.trusted_proxies`",
-            ),
-            ("cloudflare_ranges = [\"cf\"]", "`cloudflare_ranges`"),
-            ("[checkin]\nmin_interval = \"x\"", "`checkin.min_interval`"),
-            ("[checkin]\nfailure_limit = 0", "`checkin.failure_limit`"),
-        ] {
-            let e = Config::parse(p, text).unwrap_err().to_string();
-            assert!(e.contains(field), "{text}: {e}");
-        }
-        assert!(
-            Config::parse(p, "unknown = 1")
-                .unwrap_err()
-                .to_string()
-                .contains("unknown")
-        );
-    }
-
-    #[test]
-    fn a_reload_keeps_what_needs_a_restart_and_names_it() {
-        let p = Path::new("/etc/gatehouse/controller.toml");
-        let old = Config::parse(p, "report_interval = \"30s\"").unwrap();
-        let new = Config::parse(
-            p,
-            "report_interval = \"5s\"\nagent_listen = \"127.0.0.1:9\"\nlog = \"debug\"",
-        )
-        .unwrap();
-        let (running, restart) = old.reloaded(new);
-        assert_eq!(running.report_interval, Duration::from_secs(5));
-        assert_eq!(running.log, "debug");
-        assert_eq!(running.agent_listen, old.agent_listen);
-        assert_eq!(restart, ["agent_listen"]);
-    }
-}
+mod tests;
