@@ -154,3 +154,59 @@ fn destructive_commands_need_yes_off_a_terminal_and_input_is_checked() {
             .is_empty()
     );
 }
+
+#[test]
+fn agents_list_follows_pages_and_selectors_relabel_many_hosts_in_one_call() {
+    let c = Controller::start("");
+    let mut ids = Vec::new();
+    for (i, role) in ["edge", "edge", "db"].iter().enumerate() {
+        let label = format!("role={role}");
+        let token = c.ctl_json(&["token", "create", "--label", &label])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let agent = c.agent(&format!("host{i}"));
+        let run = agent.enroll_with(&c.agent_url(), &c.ca_hash(), &token);
+        assert!(run.success, "{}", run.stderr);
+        ids.push(run.stdout.split_whitespace().nth(3).unwrap().to_owned());
+    }
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["agents", "list", "--page-size", "1"];
+        all.extend(args);
+        c.ctl_json(&all)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(listed(&[]), sorted, "one agent a page, every page followed");
+    let mut edge = ids[..2].to_vec();
+    edge.sort();
+    assert_eq!(listed(&["--selector", "role=edge"]), edge);
+    assert_eq!(listed(&["--status", "online"]), Vec::<String>::new());
+
+    let done = c.ctl_json(&[
+        "agents",
+        "label",
+        "--selector",
+        "role=edge",
+        "region=fra",
+        "role-",
+    ]);
+    assert_eq!(
+        (done["matched"].as_u64(), done["changed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(listed(&["--selector", "region=fra,!role"]), edge);
+    let refused = c.ctl(&["agents", "label", "--selector", "Role=x", "a=b"]);
+    assert!(
+        !refused.success && refused.stderr.contains("label key"),
+        "{}",
+        refused.stderr
+    );
+    let audit = c.ctl(&["audit", "list"]).stdout;
+    assert!(audit.contains("agents.label(region=fra,-role)"), "{audit}");
+}

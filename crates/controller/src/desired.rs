@@ -28,6 +28,6 @@ pub async fn change(
         return Ok(current);
     }
     let stored = store.desired_push(agent_id, next, shared.now()).await?;
-    shared.fleet.desired_changed(agent_id);
+    crate::fleet::changes::announce(shared, agent_id).await;
     Ok(stored)
 }

@@ -262,6 +262,12 @@ pub async fn start_with_clock(
     ));
     tasks.spawn(crate::allowlists::sweep(shared.clone(), shutdown.clone()));
     tasks.spawn(crate::alerts::run(shared.clone(), shutdown.clone()));
+    if shared.store.is_postgres() {
+        tasks.spawn(crate::fleet::changes::listen(
+            shared.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(crate::fleet::history::prune(
         shared.clone(),
         shutdown.clone(),

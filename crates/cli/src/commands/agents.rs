@@ -12,8 +12,18 @@ use crate::output::{self, bytes, relative, say, time};
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
-    /// List agents with their status and latest metrics.
-    List,
+    /// List agents with their status and latest metrics (every page).
+    List {
+        /// Only agents whose labels match: role=edge,region=fra; region!=fra; gpu; !gpu.
+        #[arg(long)]
+        selector: Option<String>,
+        /// Only agents with this status.
+        #[arg(long, value_parser = ["online", "offline", "revoked"])]
+        status: Option<String>,
+        /// Agents asked for per call (the controller caps it at 5000).
+        #[arg(long, default_value_t = 500)]
+        page_size: u32,
+    },
     /// Show one agent in detail.
     Show { id: String },
     /// Revoke an agent: its stream closes now and it cannot connect again.
@@ -32,10 +42,16 @@ pub enum AgentsCommand {
     },
     /// The last apply result per item, installed certificates and the generation history.
     Status { id: String },
-    /// Replace an agent's labels (a new desired-state generation).
+    /// Replace an agent's labels, or with --selector change them on every matching agent in one
+    /// call: `agents label --selector role=edge region=fra tier-` (a new generation each).
     Label {
-        id: String,
-        /// key=value (repeatable); none clears the labels.
+        /// The agent whose labels are replaced (KEY=VALUE…; none clears them); with --selector,
+        /// leave it out.
+        #[arg(required_unless_present = "selector")]
+        id: Option<String>,
+        /// Change the agents this selector matches: KEY=VALUE sets, KEY- removes.
+        #[arg(long)]
+        selector: Option<String>,
         #[arg(value_name = "KEY=VALUE")]
         labels: Vec<String>,
     },
@@ -43,13 +59,30 @@ pub enum AgentsCommand {
 
 pub async fn run(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow::Result<()> {
     let agent = match cmd {
-        AgentsCommand::List => {
-            let agents = client
-                .list_agents(ListAgentsRequest {})
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .agents;
+        AgentsCommand::List {
+            selector,
+            status,
+            page_size,
+        } => {
+            let mut agents = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_agents(ListAgentsRequest {
+                        page_size,
+                        page_token,
+                        selector: selector.clone().unwrap_or_default(),
+                        status: status.clone().unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                agents.extend(page.agents);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             let now = now();
             output::list(
                 out,
@@ -117,7 +150,30 @@ pub async fn run(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow
             )?;
             client.revoke_agent(RevokeAgentRequest { id }).await
         }
-        AgentsCommand::Label { id, labels } => {
+        AgentsCommand::Label {
+            id,
+            selector: Some(selector),
+            labels,
+        } => {
+            // With a selector, every argument is a change (clap takes the first for an id).
+            let changes: Vec<String> = id.into_iter().chain(labels).collect();
+            let (set, remove) = label_changes(&changes)?;
+            let done = client
+                .label_agents(LabelAgentsRequest {
+                    selector,
+                    set,
+                    remove,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            output::show(out, &done, || {
+                say!("{} agents matched, {} changed", done.matched, done.changed);
+            });
+            return Ok(());
+        }
+        AgentsCommand::Label { id, labels, .. } => {
+            let id = id.unwrap_or_default();
             client
                 .set_agent_labels(SetAgentLabelsRequest {
                     id,
@@ -132,6 +188,21 @@ pub async fn run(client: &mut Client, cmd: AgentsCommand, out: Output) -> anyhow
         print_agent(&agent);
     });
     Ok(())
+}
+
+/// `KEY=VALUE` (set) and `KEY-` (remove) arguments of `agents label --selector`.
+pub fn label_changes(
+    args: &[String],
+) -> anyhow::Result<(std::collections::HashMap<String, String>, Vec<String>)> {
+    let (removed, set): (Vec<&String>, Vec<&String>) = args
+        .iter()
+        .partition(|a| a.ends_with('-') && !a.contains('='));
+    let set: Vec<String> = set.into_iter().cloned().collect();
+    let remove = removed
+        .into_iter()
+        .map(|a| a.trim_end_matches('-').to_owned())
+        .collect();
+    Ok((labels_arg(&set)?, remove))
 }
 
 fn print_status(s: &AgentStatus, out: Output) {

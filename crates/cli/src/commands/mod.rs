@@ -27,8 +27,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokens::parse_ttl(ttl)?;
             labels_arg(labels)?;
         }
-        Command::Agents(agents::AgentsCommand::Label { labels, .. }) => {
-            labels_arg(labels)?;
+        Command::Agents(agents::AgentsCommand::Label {
+            id,
+            labels,
+            selector,
+        }) => {
+            if selector.is_some() {
+                let changes: Vec<String> = id.iter().chain(labels).cloned().collect();
+                agents::label_changes(&changes)?;
+            } else {
+                labels_arg(labels)?;
+            }
         }
         Command::Site(cmd) => sites::check(cmd)?,
         Command::Tunnel(cmd) => tunnels::check(cmd)?,

@@ -91,7 +91,7 @@ pub async fn run(shared: Arc<Shared>, timings: order::Timings, shutdown: Cancell
                                 _ = shutdown.cancelled() => {}
                                 done = order::drive(&shared, &timings, pending) => {
                                     if done.state == OrderState::Issued {
-                                        shared.fleet.desired_changed(&done.agent_id);
+                                        crate::fleet::changes::announce(&shared, &done.agent_id).await;
                                     }
                                 }
                             }

@@ -189,8 +189,18 @@ async fn reported(
             }
         }
     }
+    // A prediction only for a disk under 40 % free, as node-mixin pairs them: a roomy disk
+    // that fills in bursts does not page anyone (and its history is not read).
+    let roomy = live
+        .metrics
+        .as_ref()
+        .and_then(crate::fleet::history::fullest)
+        .is_none_or(|fs| fs.available_bytes as f64 / fs.total_bytes as f64 >= 0.40);
     let window = c.disk_fill_window.as_secs() as i64;
-    let samples = shared.store.samples(id, now - window).await?;
+    let samples = match roomy {
+        true => Vec::new(),
+        false => shared.store.samples(id, now - window).await?,
+    };
     if let Some((mount, fills_at)) = fills_at(&samples, window)
         && fills_at - now <= c.disk_fill_horizon.as_secs() as i64
     {

@@ -1,6 +1,6 @@
 //! Agents: the fleet's hosts, their labels, status and desired-state history.
 
-use gatehouse_proto::names::validate_labels;
+use gatehouse_proto::names::{LabelKey, Selector, validate_labels};
 use gatehouse_proto::v1::*;
 
 use super::{Audited, agent_id_arg};
@@ -73,21 +73,86 @@ pub(super) async fn last_apply(
         .map_or((0, 0, Vec::new()), |r| (r.generation, r.at, r.items())))
 }
 
+/// The most agents one page holds, and how many a page holds when the caller does not say.
+const MAX_PAGE: u32 = 5_000;
+const DEFAULT_PAGE: u32 = 500;
+/// Rows read from the store at a time while filtering.
+const CHUNK: u32 = 1_000;
+
+/// A page of agents: those after the page token that match the selector and status, in id order.
 pub(crate) async fn list_agents(
     shared: &Shared,
-    _: ListAgentsRequest,
+    req: ListAgentsRequest,
 ) -> Result<ListAgentsResponse> {
-    let rows = shared.store.agent_list().await?;
-    let mut agents = Vec::with_capacity(rows.len());
-    for row in rows {
-        let generation = shared
-            .store
-            .desired_latest(&row.id)
-            .await?
-            .map_or(0, |d| d.generation);
-        agents.push(agent_view(shared, row, generation));
+    let selector: Selector = req.selector.parse()?;
+    if !matches!(req.status.as_str(), "" | "online" | "offline" | "revoked") {
+        return Err(Error::Invalid(format!(
+            "status {:?} is not online, offline or revoked",
+            req.status
+        )));
     }
-    Ok(ListAgentsResponse { agents })
+    let size = match req.page_size {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let mut after = match req.page_token.as_str() {
+        "" => String::new(),
+        token => agent_id_arg(token)
+            .map_err(|_| Error::Invalid("the page token is not one a previous page gave".into()))?,
+    };
+    let mut agents = Vec::new();
+    loop {
+        let rows = shared.store.agent_page(&after, CHUNK).await?;
+        let last_chunk = rows.len() < CHUNK as usize;
+        for row in rows {
+            after = row.id.clone();
+            let wanted = selector.matches(&row.labels)
+                && (req.status.is_empty() || shared.agent_status(&row) == req.status);
+            if !wanted {
+                continue;
+            }
+            let generation = shared
+                .store
+                .desired_latest(&row.id)
+                .await?
+                .map_or(0, |d| d.generation);
+            agents.push(agent_view(shared, row, generation));
+            if agents.len() == size as usize {
+                return Ok(ListAgentsResponse {
+                    agents,
+                    next_page_token: after,
+                });
+            }
+        }
+        if last_chunk {
+            return Ok(ListAgentsResponse {
+                agents,
+                next_page_token: String::new(),
+            });
+        }
+    }
+}
+
+/// Every agent, all pages (for the status page).
+pub(crate) async fn all_agents(shared: &Shared) -> Result<Vec<Agent>> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = list_agents(
+            shared,
+            ListAgentsRequest {
+                page_size: MAX_PAGE,
+                page_token,
+                ..Default::default()
+            },
+        )
+        .await?;
+        out.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 pub(super) async fn get_agent(shared: &Shared, req: GetAgentRequest) -> Result<Agent> {
@@ -155,6 +220,80 @@ pub(super) async fn set_agent_labels(shared: &Shared, req: SetAgentLabelsRequest
     })
     .await?;
     agent_by_id(shared, &id).await
+}
+
+impl Audited for LabelAgentsRequest {
+    type Response = LabelAgentsResponse;
+    fn target(&self) -> String {
+        format!("agents:{}", self.selector)
+    }
+    fn detail(&self) -> Option<String> {
+        let mut changes: Vec<String> = self.set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        changes.sort();
+        changes.extend(self.remove.iter().map(|k| format!("-{k}")));
+        Some(changes.join(","))
+    }
+}
+
+/// Sets and removes labels on every agent the selector matches (revoked ones left alone).
+pub(super) async fn label_agents(
+    shared: &Shared,
+    req: LabelAgentsRequest,
+) -> Result<LabelAgentsResponse> {
+    let selector: Selector = req.selector.parse()?;
+    if selector.is_empty() {
+        return Err(Error::Invalid(
+            "name the agents with --selector (a selector that matches nothing is refused too)"
+                .into(),
+        ));
+    }
+    let set = validate_labels(&req.set)?;
+    let remove: Vec<String> = req
+        .remove
+        .iter()
+        .map(|k| k.parse::<LabelKey>().map(|k| k.as_str().to_owned()))
+        .collect::<Result<_, _>>()?;
+    if set.is_empty() && remove.is_empty() {
+        return Err(Error::Invalid(
+            "give labels to set (k=v) or remove (k-)".into(),
+        ));
+    }
+    let (mut matched, mut changed) = (0u32, 0u32);
+    let mut after = String::new();
+    loop {
+        let rows = shared.store.agent_page(&after, CHUNK).await?;
+        let done = rows.len() < CHUNK as usize;
+        for row in rows {
+            after = row.id.clone();
+            if row.revoked_at.is_some() || !selector.matches(&row.labels) {
+                continue;
+            }
+            matched += 1;
+            let mut labels = row.labels.clone();
+            labels.extend(set.clone());
+            labels.retain(|k, _| !remove.contains(k));
+            let labels = validate_labels(&labels)?;
+            if labels == row.labels {
+                continue;
+            }
+            shared.store.agent_set_labels(&row.id, &labels).await?;
+            crate::desired::change(shared, &row.id, |mut state| {
+                state.labels = labels.into_iter().collect();
+                Ok(state)
+            })
+            .await?;
+            changed += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    if matched == 0 {
+        return Err(Error::NotFound(format!(
+            "no agent matches {selector}: see gatehousectl agents list --selector"
+        )));
+    }
+    Ok(LabelAgentsResponse { matched, changed })
 }
 
 impl Audited for RollbackAgentRequest {

@@ -274,6 +274,7 @@ admin_api! {
         get_agent_status(GetAgentRequest) -> AgentStatus: Viewer => agents;
         revoke_agent(RevokeAgentRequest) -> Agent: Operator audit "agent.revoke" => agents;
         set_agent_labels(SetAgentLabelsRequest) -> Agent: Operator audit "agent.label" => agents;
+        label_agents(LabelAgentsRequest) -> LabelAgentsResponse: Operator audit "agents.label" => agents;
         rollback_agent(RollbackAgentRequest) -> Agent: Operator audit "agent.rollback" => agents;
 
         list_audit(ListAuditRequest) -> ListAuditResponse: Viewer => audit;

@@ -2,6 +2,7 @@
 //! and one latest-wins "desired state changed" signal per agent (never a queue). Each stream
 //! is served by a [`session`].
 
+pub mod changes;
 pub mod clean;
 pub mod history;
 pub mod session;
@@ -295,6 +296,24 @@ impl Fleet {
             .or_default()
             .changed
             .notify_one();
+    }
+
+    /// Wakes the agent's stream if this controller holds one (another controller's change).
+    pub fn wake(&self, agent: &str) {
+        if let Some(live) = self.agents.lock().expect("fleet lock").get(agent)
+            && live.session.is_some()
+        {
+            live.changed.notify_one();
+        }
+    }
+
+    /// Wakes every stream held here: each looks at its agent's newest desired state.
+    pub fn wake_all(&self) {
+        for live in self.agents.lock().expect("fleet lock").values() {
+            if live.session.is_some() {
+                live.changed.notify_one();
+            }
+        }
     }
 
     /// Ends the agent's stream now (revocation).

@@ -235,6 +235,19 @@ impl Store {
         Ok(Ok(()))
     }
 
+    /// Up to `limit` agents whose id sorts after `after`, in id order (keyset paging: an agent
+    /// enrolled during a walk never shifts the others, so none is seen twice).
+    pub async fn agent_page(&self, after: &str, limit: u32) -> Result<Vec<AgentRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await
+            .op("list agents")?;
+        rows.iter().map(AgentRow::from_row).collect()
+    }
+
     /// Reads one agent.
     pub async fn agent_get(&self, id: &str) -> Result<Option<AgentRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1");

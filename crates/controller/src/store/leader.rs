@@ -1,4 +1,5 @@
-//! Leadership of a background job (the ACME worker, the alert rules) among controllers sharing one database.
+//! What controllers sharing one database coordinate with: leadership of a background job (the
+//! ACME worker, the alert rules) and announcements of changes.
 //! On PostgreSQL a session advisory lock, held on a connection of its own for as long as the
 //! leader lives; on SQLite there is one controller per file, so it always leads.
 
@@ -26,6 +27,17 @@ pub enum LeaderJob {
 }
 
 impl Store {
+    /// `NOTIFY channel, payload` (PostgreSQL), delivered to every listener once committed.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(self.pool())
+            .await
+            .op("announce a change")?;
+        Ok(())
+    }
+
     /// Becomes the leader of `job` unless another controller is.
     pub async fn try_lead(&self, job: LeaderJob) -> Result<Option<Leader>, StoreError> {
         if !self.postgres {

@@ -1,6 +1,7 @@
 //! Validated names. Each type can only be built through `FromStr`, which checks the rule the
 //! error message names.
 
+mod selector;
 mod site;
 mod tunnel;
 mod wireguard;
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+pub use selector::Selector;
 pub use site::{HeaderName, HeaderValue, Upstream};
 pub use tunnel::{TunnelName, TunnelRoute, TunnelService, TunnelToken};
 pub use wireguard::{InterfaceName, WgEndpoint, WgKey};

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use gatehouse_proto::v1::{
-    Agent, GetAgentRequest, HostMetrics, ItemState, ListAgentsRequest, ListAlertsRequest,
-};
+use gatehouse_proto::v1::{Agent, GetAgentRequest, HostMetrics, ItemState, ListAlertsRequest};
 use maud::{Markup, html};
 
 use super::{Viewer, ago, bytes, failed, page, state_class, svg, when};
@@ -60,8 +58,8 @@ fn host_row(a: &Agent, items: &[ItemRecord], now: i64) -> Markup {
 }
 
 pub(super) async fn overview(State(shared): State<Arc<Shared>>, viewer: Viewer) -> Response {
-    let agents = match crate::api::agents::list_agents(&shared, ListAgentsRequest {}).await {
-        Ok(r) => r.agents,
+    let agents = match crate::api::agents::all_agents(&shared).await {
+        Ok(a) => a,
         Err(e) => return failed(e),
     };
     let alerts = match crate::api::alerts::list_alerts(&shared, ListAlertsRequest::default()).await

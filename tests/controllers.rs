@@ -1,0 +1,58 @@
+//! Two controllers on one PostgreSQL: a change made through one reaches an agent streaming to
+//! the other at once (LISTEN/NOTIFY), not when the agent next asks.
+
+use std::time::{Duration, Instant};
+
+use gatehouse_testkit::gatehouse::Controller;
+use gatehouse_testkit::postgres::Postgres;
+use gatehouse_testkit::wait_for;
+
+fn controller(pg: &Postgres, extra: &str) -> Controller {
+    let dir = tempfile::Builder::new()
+        .prefix("gh-e2e-")
+        .tempdir()
+        .unwrap();
+    Controller::start_with(dir, extra, Some(&pg.url))
+}
+
+#[test]
+fn a_change_made_through_one_controller_reaches_an_agent_streaming_to_the_other_at_once() {
+    let pg = Postgres::start();
+    let a = controller(&pg, "");
+    // The second shares the store and the key that seals the CA's.
+    let b = controller(
+        &pg,
+        &format!("master_key_file = {:?}\n", a.data_dir.join("master.key")),
+    );
+    assert_eq!(a.ca_hash(), b.ca_hash(), "one CA for both");
+
+    // Caddy off: nothing on the host changes by itself, so the agent sends nothing that would
+    // make the second controller look at the store on its own.
+    let mut agent = b.agent_with("host", "[caddy]\nenabled = false\n");
+    let id = agent.enroll(&b);
+    agent.run();
+    agent.wait_status(
+        "streaming to the second controller",
+        Duration::from_secs(20),
+        |s| s["connected"] == true && s["applied_generation"] == 1,
+    );
+
+    for round in 0..3 {
+        let label = format!("round={round}");
+        let started = Instant::now();
+        let changed = a.ctl_json(&["agents", "label", &id, &label]);
+        let generation = changed["desired_generation"].as_u64().unwrap();
+        // Without the announcement the agent would see it when it next asks, up to a minute on.
+        agent.wait_status(
+            "the change through the first controller applied",
+            Duration::from_secs(5),
+            |s| s["applied_generation"].as_u64() == Some(generation),
+        );
+        let took = started.elapsed();
+        wait_for("the ack recorded", Duration::from_secs(5), || {
+            (a.agent_view(&id)["applied_generation"].as_u64() == Some(generation)).then_some(())
+        });
+        eprintln!("round {round}: generation {generation} applied {took:?} after the call");
+    }
+    assert!(b.log().contains("agent connected"), "{}", b.log());
+}
