@@ -56,3 +56,58 @@ fn a_change_made_through_one_controller_reaches_an_agent_streaming_to_the_other_
     }
     assert!(b.log().contains("agent connected"), "{}", b.log());
 }
+
+#[test]
+fn agents_of_a_killed_controller_move_to_the_other_and_keep_identity_and_generation() {
+    let pg = Postgres::start();
+    let mut a = controller(&pg, "");
+    let b = controller(
+        &pg,
+        &format!("master_key_file = {:?}\n", a.data_dir.join("master.key")),
+    );
+    let mut agent = a.agent_with(
+        "host",
+        &format!(
+            "controllers = [{:?}]\n[caddy]\nenabled = false\n",
+            b.agent_url()
+        ),
+    );
+    let id = agent.enroll(&a);
+    agent.run();
+    let labelled = a.ctl_json(&["agents", "label", &id, "env=prod"]);
+    assert_eq!(labelled["desired_generation"], 2);
+    agent.wait_status(
+        "generation 2 through the first controller",
+        Duration::from_secs(20),
+        |s| s["connected"] == true && s["applied_generation"] == 2,
+    );
+    let applies = agent.log().matches("applying desired state").count();
+
+    a.kill();
+    let status = agent.wait_status(
+        "streaming to the second controller",
+        Duration::from_secs(30),
+        |s| s["connected"] == true && s["controller"].as_str() == Some(b.agent_url().as_str()),
+    );
+    assert_eq!(status["agent_id"], id.as_str(), "the same identity");
+    assert_eq!(status["applied_generation"], 2, "the same generation");
+    wait_for(
+        "online at the second controller",
+        Duration::from_secs(20),
+        || (b.agent_view(&id)["status"] == "online").then_some(()),
+    );
+    assert_eq!(
+        agent.log().matches("applying desired state").count(),
+        applies,
+        "nothing applied again: {}",
+        agent.log()
+    );
+    assert_eq!(b.agents().len(), 1, "no second enrollment");
+    let moved = b.ctl_json(&["agents", "label", &id, "env=prod", "moved=yes"]);
+    let generation = moved["desired_generation"].as_u64().unwrap();
+    agent.wait_status(
+        "a change through the second controller",
+        Duration::from_secs(10),
+        |s| s["applied_generation"].as_u64() == Some(generation),
+    );
+}

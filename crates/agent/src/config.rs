@@ -20,6 +20,7 @@ use gatehouse_common::config::{field_error, parse_toml, read_text};
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     controller: Option<String>,
+    controllers: Option<Vec<String>>,
     ca_hash: Option<String>,
     root: Option<PathBuf>,
     state_dir: Option<PathBuf>,
@@ -112,6 +113,9 @@ pub struct CaddyConfig {
 pub struct Config {
     /// Where the controller is; when absent, the address saved at enrollment is used.
     pub controller: Option<ControllerUrl>,
+    /// More controllers of the same fleet (one PostgreSQL), tried in turn after `controller`
+    /// when the one the agent streams to goes away; identity and generation stay.
+    pub other_controllers: Vec<ControllerUrl>,
     /// The controller CA pin, for enrolling as a service (`sha256:…`).
     pub ca_hash: Option<String>,
     /// Where the agent keeps its files.
@@ -219,6 +223,7 @@ impl Config {
     pub fn with_root(root: &Path) -> Self {
         Self {
             controller: None,
+            other_controllers: Vec::new(),
             ca_hash: None,
             paths: Paths::under(root),
             report_interval: Duration::from_secs(30),
@@ -269,6 +274,12 @@ impl Config {
             config.controller = Some(
                 ControllerUrl::parse(&url, DEFAULT_AGENT_PORT)
                     .map_err(|m| field("controller", m))?,
+            );
+        }
+        for url in raw.controllers.unwrap_or_default() {
+            config.other_controllers.push(
+                ControllerUrl::parse(&url, DEFAULT_AGENT_PORT)
+                    .map_err(|m| field("controllers", m))?,
             );
         }
         if let Some(hash) = raw.ca_hash {
@@ -330,11 +341,16 @@ impl Config {
     pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {
         let restart = gatehouse_common::config::restart_needed([
             ("controller", self.controller != new.controller),
+            (
+                "controllers",
+                self.other_controllers != new.other_controllers,
+            ),
             ("ca_hash", self.ca_hash != new.ca_hash),
             ("root, state_dir, tls_dir", self.paths != new.paths),
         ]);
         let config = Config {
             controller: self.controller.clone(),
+            other_controllers: self.other_controllers.clone(),
             ca_hash: self.ca_hash.clone(),
             paths: self.paths.clone(),
             ..new

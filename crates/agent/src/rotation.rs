@@ -20,7 +20,7 @@ impl Agent {
     ) -> Result<Identity, String> {
         let new = key.complete(chain_pem)?;
         let config = new.client_config(ca).map_err(|e| e.to_string())?;
-        let channel = transport::tls_channel(&self.controller, config)
+        let channel = transport::tls_channel(&self.controller(), config)
             .await
             .map_err(|e| error_chain(&e))?;
         let seen = AgentServiceClient::new(channel)
@@ -48,7 +48,7 @@ impl Agent {
         ca: &str,
     ) -> Result<Identity, SessionError> {
         info!("the identity certificate has expired; asking for a grace renewal");
-        let channel = transport::tls_channel(&self.controller, current.client_config(ca)?)
+        let channel = transport::tls_channel(&self.controller(), current.client_config(ca)?)
             .await
             .map_err(|e| SessionError::Connect(error_chain(&e)))?;
         let key = PendingKey::generate()?;

@@ -81,7 +81,10 @@ pub struct Agent {
     pub(crate) reloaded: Notify,
     /// Wall-clock time wherever it decides something (a manual one in tests).
     pub(crate) clock: gatehouse_common::Clock,
-    pub(crate) controller: ControllerUrl,
+    /// The controllers it may stream to (the first from `controller` or enrollment, then
+    /// `controllers`), and which one it uses now.
+    controllers: Vec<ControllerUrl>,
+    current: std::sync::atomic::AtomicUsize,
     status: Mutex<Status>,
     applied: Mutex<Option<DesiredState>>,
     pub(crate) interval: watch::Sender<Duration>,
@@ -195,7 +198,10 @@ impl Agent {
             last_results: Mutex::default(),
             logged: Mutex::default(),
             unsaved: Mutex::default(),
-            controller,
+            controllers: std::iter::once(controller)
+                .chain(config.other_controllers.iter().cloned())
+                .collect(),
+            current: std::sync::atomic::AtomicUsize::new(0),
             status: Mutex::new(status),
             applied: Mutex::new(None),
             interval,
@@ -308,6 +314,21 @@ impl Agent {
             .map_or(0, |s| s.generation)
     }
 
+    /// The controller the agent streams to (or tries next).
+    pub(crate) fn controller(&self) -> ControllerUrl {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.controllers[i % self.controllers.len()].clone()
+    }
+
+    /// Moves to the next controller (the same one when there is only one); it.
+    fn next_controller(&self) -> ControllerUrl {
+        self.current
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let c = self.controller();
+        self.update_status(|s| s.controller = c.to_string());
+        c
+    }
+
     /// Runs until `shutdown`: the metrics sampler and the connection loop.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let sampler = tokio::spawn(self.clone().sample_metrics(shutdown.clone()));
@@ -342,7 +363,9 @@ impl Agent {
                 Err(e) => e.to_string(),
             };
             let delay = backoff.next_delay();
-            warn!(controller = %self.controller, retry_in = ?delay, error = %error, "the stream ended");
+            let ended = self.controller();
+            let next = self.next_controller();
+            warn!(controller = %ended, next = %next, retry_in = ?delay, error = %error, "the stream ended");
             self.update_status(|s| {
                 s.connected = false;
                 s.connected_since = None;

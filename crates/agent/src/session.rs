@@ -134,7 +134,8 @@ pub(crate) async fn run(
     if identity.info.not_after <= agent.clock.now() + 5 {
         identity = agent.renew_expired(&identity, &ca).await?;
     }
-    let channel = transport::tls_channel(&agent.controller, identity.client_config(&ca)?)
+    let controller = agent.controller();
+    let channel = transport::tls_channel(&controller, identity.client_config(&ca)?)
         .await
         .map_err(|e| SessionError::Connect(error_chain(&e)))?;
     let outbox = Outbox::new(OUTBOX_CAPACITY);
@@ -153,7 +154,7 @@ pub(crate) async fn run(
         .map_err(|s| SessionError::Refused(s.message().to_owned()))?
         .into_inner();
     *established = true;
-    info!(agent_id = %identity.agent_id, controller = %agent.controller, "connected");
+    info!(agent_id = %identity.agent_id, controller = %controller, "connected");
     agent.connected();
     let mut session = Session {
         agent,

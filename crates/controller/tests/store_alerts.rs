@@ -243,4 +243,17 @@ async fn alert_tables_on_postgres_and_one_leader_for_the_rules() {
     let alerts = other.try_lead(LeaderJob::Alerts).await.unwrap();
     assert!(alerts.is_some(), "another controller may lead the alerts");
     assert!(store.try_lead(LeaderJob::Alerts).await.unwrap().is_none());
+    // And so has the allowlist mirror at Cloudflare.
+    let _sync = store
+        .try_lead(LeaderJob::AllowlistSync)
+        .await
+        .unwrap()
+        .expect("leads the allowlist sync");
+    assert!(
+        other
+            .try_lead(LeaderJob::AllowlistSync)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -22,11 +22,13 @@ use crate::cloudflare::Client;
 use crate::cloudflare::accounts::client;
 use crate::cloudflare::lists::ListItem;
 use crate::error::{Error, Result};
-use crate::store::AllowlistRow;
+use crate::store::{AllowlistRow, Leader, LeaderJob};
 
 /// How often the lists are looked at (expiry is decided by the clock, so this is how late an
 /// expired entry may leave a list), besides every change.
 const TICK: Duration = Duration::from_secs(1);
+/// How often a controller that does not mirror at Cloudflare asks whether it may.
+const FOLLOW: Duration = Duration::from_secs(15);
 /// How often what a list holds is read again from Cloudflare.
 const FULL_EVERY: Duration = Duration::from_secs(600);
 /// Items a Rules List account takes on most plans, and entries per Gateway list.
@@ -133,9 +135,32 @@ impl Statuses {
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut known: HashMap<(String, Target), Known> = HashMap::new();
     let mut accounts: HashMap<String, (Client, String)> = HashMap::new();
+    let mut leader: Option<Leader> = None;
+    let mut asked = None::<tokio::time::Instant>;
     loop {
         let changed = shared.allowlists_changed.notified();
-        if let Err(e) = round(&shared, &mut known, &mut accounts).await {
+        // Every controller computes the sets (its own hosts' Caddy matchers need them); one,
+        // the leader, mirrors them at Cloudflare.
+        let leads = match &mut leader {
+            Some(l) => l.still().await,
+            None => false,
+        };
+        if !leads {
+            leader = None;
+            if asked.is_none_or(|t| t.elapsed() >= FOLLOW) {
+                asked = Some(tokio::time::Instant::now());
+                match shared.store.try_lead(LeaderJob::AllowlistSync).await {
+                    Ok(Some(l)) => {
+                        info!("this controller now mirrors allowlists at Cloudflare");
+                        leader = Some(l);
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!("cannot take the allowlist sync leader lock: {e}"),
+                }
+            }
+        }
+        let mirror = leader.is_some();
+        if let Err(e) = round(&shared, &mut known, &mut accounts, mirror).await {
             warn!("allowlist sync: {e}");
         }
         tokio::select! {
@@ -153,6 +178,7 @@ async fn round(
     shared: &Shared,
     known: &mut HashMap<(String, Target), Known>,
     accounts: &mut HashMap<String, (Client, String)>,
+    mirror: bool,
 ) -> Result<()> {
     let lists = shared.store.allowlists().await?;
     let now = shared.now();
@@ -179,6 +205,9 @@ async fn round(
         }
         changed
     });
+    if !mirror {
+        return Ok(());
+    }
     for list in &lists {
         let targets = targets(list);
         if targets.is_empty() {

@@ -24,6 +24,7 @@ fn key(job: LeaderJob) -> i64 {
 pub enum LeaderJob {
     Acme = 1,
     Alerts = 2,
+    AllowlistSync = 3,
 }
 
 impl Store {
