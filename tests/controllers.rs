@@ -1,5 +1,10 @@
 //! Two controllers on one PostgreSQL: a change made through one reaches an agent streaming to
-//! the other at once (LISTEN/NOTIFY), not when the agent next asks.
+//! the other at once (LISTEN/NOTIFY), not when the agent next asks; agents of a killed
+//! controller move to the other with their identity and generation; and the ACME worker's
+//! leader killed mid-order, the other finishes the order.
+
+#[path = "support/acme.rs"]
+mod acme;
 
 use std::time::{Duration, Instant};
 
@@ -109,5 +114,53 @@ fn agents_of_a_killed_controller_move_to_the_other_and_keep_identity_and_generat
         "a change through the second controller",
         Duration::from_secs(10),
         |s| s["applied_generation"].as_u64() == Some(generation),
+    );
+}
+
+#[test]
+fn the_acme_leader_killed_mid_order_the_other_finishes_it_and_the_host_follows() {
+    let pg = Postgres::start();
+    // The first controller checks propagation where nothing answers: its order waits in
+    // `presenting` with the TXT record published, and then it is killed.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    drop(silent);
+    let mut s = acme::setup(acme::Options {
+        check_dns: Some(silent_addr),
+        postgres: Some(pg.url.clone()),
+        ..Default::default()
+    });
+    assert!(s.create_account(&[]).success);
+    let upstream = acme::Upstream::start("finished by the other controller");
+    s.site(&upstream, &["ha.example.com"]);
+    s.order_where("the order presenting its record", |o| {
+        o["state"] == "presenting" && o["txt_records"].as_array().is_some_and(|t| !t.is_empty())
+    });
+    s.controller.kill();
+
+    let root = s.issuing_root();
+    let body = wait_for("the certificate served", Duration::from_secs(120), || {
+        acme::get(&root, "ha.example.com", s.caddy.https_port).ok()
+    });
+    assert_eq!(body, "finished by the other controller");
+    let b = s.second.as_ref().unwrap();
+    assert!(
+        b.log().contains("this controller now runs the ACME worker"),
+        "{}",
+        b.log()
+    );
+    let orders = b.ctl_json(&["cert", "list"]);
+    let orders = orders.as_array().unwrap();
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!(orders[0]["state"], "issued");
+    assert_eq!(
+        s.txt_records(),
+        Vec::<String>::new(),
+        "DNS-01 records left behind"
+    );
+    assert_eq!(
+        s.agent.status().unwrap()["controller"].as_str(),
+        Some(b.agent_url().as_str()),
+        "the host streams to the survivor"
     );
 }

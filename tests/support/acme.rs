@@ -25,6 +25,8 @@ pub struct Setup {
     pub caddy: CaddyServer,
     pub agent: Agent,
     pub id: String,
+    /// The second controller, with `Options::postgres`.
+    pub second: Option<Controller>,
 }
 
 #[derive(Default)]
@@ -36,6 +38,9 @@ pub struct Options {
     pub check_dns: Option<SocketAddr>,
     /// Pebble's certificate lifetime in seconds.
     pub validity: Option<u64>,
+    /// Run the controller on this PostgreSQL, with a second controller beside it on the same
+    /// database (checking propagation at the emulator) that the agent also knows.
+    pub postgres: Option<String>,
 }
 
 pub fn setup(options: Options) -> Setup {
@@ -46,14 +51,28 @@ pub fn setup(options: Options) -> Setup {
         .prefix("gh-acme-")
         .tempdir()
         .unwrap();
+    let acme_extra = |dns: SocketAddr| {
+        format!("acme_dns_servers = [\"{dns}\"]\nacme_propagation_timeout = \"30s\"\n")
+    };
+    let database = options.postgres.as_deref();
     let controller = Controller::start_with(
         dir,
-        &format!(
-            "acme_dns_servers = [\"{}\"]\nacme_propagation_timeout = \"30s\"\n",
-            options.check_dns.unwrap_or(emulator.dns_addr)
-        ),
-        None,
+        &acme_extra(options.check_dns.unwrap_or(emulator.dns_addr)),
+        database,
     );
+    // The second shares the store and the key that seals the CA's.
+    let second = database.map(|db| {
+        let dir = tempfile::Builder::new()
+            .prefix("gh-acme-")
+            .tempdir()
+            .unwrap();
+        let extra = format!(
+            "{}master_key_file = {:?}\n",
+            acme_extra(emulator.dns_addr),
+            controller.data_dir.join("master.key")
+        );
+        Controller::start_with(dir, &extra, Some(db))
+    });
     let root = controller.dir.path().join("host");
     std::fs::create_dir_all(&root).unwrap();
     let caddy = CaddyServer::start(&root, "");
@@ -69,7 +88,11 @@ pub fn setup(options: Options) -> Setup {
             eab: options.eab,
         },
     );
-    let mut agent = controller.agent_with("host", &caddy.agent_toml());
+    let others = second
+        .as_ref()
+        .map(|b| format!("controllers = [{:?}]\n", b.agent_url()))
+        .unwrap_or_default();
+    let mut agent = controller.agent_with("host", &format!("{others}{}", caddy.agent_toml()));
     let id = agent.enroll(&controller);
     agent.run();
     let added = controller.add_cloudflare_account("main", TOKEN, &emulator.api_url);
@@ -82,6 +105,7 @@ pub fn setup(options: Options) -> Setup {
         caddy,
         agent,
         id,
+        second,
     }
 }
 
