@@ -1,11 +1,14 @@
-//! The emulator's authoritative DNS server (hickory-server): A, AAAA, CNAME and TXT answers
-//! from the emulator's records, so Pebble and clients resolve names and see DNS-01 challenges.
+//! The emulator's authoritative DNS server (hickory-server), answering as Cloudflare's
+//! authoritative servers do: A, AAAA, CNAME and TXT from the emulator's records, SOA and NS at
+//! each zone's apex, NOERROR with no answer (NODATA) for a name that exists without the asked
+//! type, NXDOMAIN for one that does not, both with the zone's SOA in the authority section (so
+//! clients that look the zone up first, like lego, find it), and REFUSED outside its zones.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 
 use hickory_proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::Server;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -17,34 +20,97 @@ struct Handler {
     state: Shared,
 }
 
+/// The name servers every zone gets (as the API's `name_servers` says).
+pub(crate) const NAME_SERVERS: [&str; 2] = ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"];
+
+/// What the server says to one question.
+struct Answer {
+    answers: Vec<Record>,
+    /// The zone's SOA, for the authority section of a negative answer.
+    soa: Option<Record>,
+    code: ResponseCode,
+}
+
+fn fqdn(name: &str) -> Option<Name> {
+    Name::from_str(&format!("{name}.")).ok()
+}
+
+/// A zone's SOA record, with the values Cloudflare's servers give.
+fn soa(zone: &str) -> Option<Record> {
+    let rdata = SOA::new(
+        fqdn(NAME_SERVERS[0])?,
+        fqdn("dns.cloudflare.com")?,
+        2_300_000_000,
+        10_000,
+        2_400,
+        604_800,
+        1_800,
+    );
+    Some(Record::from_rdata(fqdn(zone)?, 1_800, RData::SOA(rdata)))
+}
+
 impl Handler {
-    /// The answers for `name`/`kind` and whether any zone of the emulator holds the name.
-    fn answers(&self, name: &Name, kind: RecordType) -> (Vec<Record>, bool) {
-        let fqdn = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    fn answer(&self, name: &Name, kind: RecordType) -> Answer {
+        let wanted = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
         let s = self.state.lock().expect("emulator lock");
-        let in_zone = s
+        let Some(zone) = s
             .zones
             .iter()
-            .any(|z| fqdn == z.name || fqdn.ends_with(&format!(".{}", z.name)));
-        let mut out = Vec::new();
-        for r in s.records.iter().filter(|r| r.name == fqdn) {
+            .filter(|z| wanted == z.name || wanted.ends_with(&format!(".{}", z.name)))
+            .max_by_key(|z| z.name.len())
+        else {
+            return Answer {
+                answers: Vec::new(),
+                soa: None,
+                code: ResponseCode::Refused,
+            };
+        };
+        let apex = wanted == zone.name;
+        let mut answers = Vec::new();
+        if apex && matches!(kind, RecordType::SOA | RecordType::ANY) {
+            answers.extend(soa(&zone.name));
+        }
+        if apex && matches!(kind, RecordType::NS | RecordType::ANY) {
+            for ns in NAME_SERVERS.iter().filter_map(|n| fqdn(n)) {
+                answers.push(Record::from_rdata(name.clone(), 86_400, RData::NS(NS(ns))));
+            }
+        }
+        // A name exists when a record has it, a record lies below it (an empty non-terminal,
+        // such as the parent of `_acme-challenge.host`), or it is the apex.
+        let below = format!(".{wanted}");
+        let exists = apex
+            || s.records
+                .iter()
+                .any(|r| r.name == wanted || r.name.ends_with(&below));
+        for r in s.records.iter().filter(|r| r.name == wanted) {
             let ttl = if r.ttl == 1 { 60 } else { r.ttl };
+            let any = kind == RecordType::ANY;
             let rdata = match (r.kind.as_str(), kind) {
                 ("A", RecordType::A) => r.content.parse().ok().map(|ip| RData::A(A(ip))),
+                ("A", _) if any => r.content.parse().ok().map(|ip| RData::A(A(ip))),
                 ("AAAA", RecordType::AAAA) => {
                     r.content.parse().ok().map(|ip| RData::AAAA(AAAA(ip)))
                 }
+                ("AAAA", _) if any => r.content.parse().ok().map(|ip| RData::AAAA(AAAA(ip))),
                 ("TXT", RecordType::TXT) => Some(RData::TXT(TXT::new(vec![r.content.clone()]))),
-                ("CNAME", _) => Name::from_str(&format!("{}.", r.content))
-                    .ok()
-                    .map(|n| RData::CNAME(CNAME(n))),
+                ("TXT", _) if any => Some(RData::TXT(TXT::new(vec![r.content.clone()]))),
+                ("CNAME", _) => fqdn(&r.content).map(|n| RData::CNAME(CNAME(n))),
                 _ => None,
             };
             if let Some(rdata) = rdata {
-                out.push(Record::from_rdata(name.clone(), ttl, rdata));
+                answers.push(Record::from_rdata(name.clone(), ttl, rdata));
             }
         }
-        (out, in_zone)
+        let code = if answers.is_empty() && !exists {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        Answer {
+            soa: answers.is_empty().then(|| soa(&zone.name)).flatten(),
+            answers,
+            code,
+        }
     }
 }
 
@@ -58,21 +124,21 @@ impl RequestHandler for Handler {
         let builder = MessageResponseBuilder::from_message_request(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = true;
-        let (answers, in_zone) = match request.queries.queries().first() {
+        let answer = match request.queries.queries().first() {
             Some(q)
                 if request.metadata.op_code == OpCode::Query
                     && request.metadata.message_type == MessageType::Query =>
             {
-                self.answers(q.name(), q.query_type())
+                self.answer(q.name(), q.query_type())
             }
-            _ => (Vec::new(), false),
+            _ => Answer {
+                answers: Vec::new(),
+                soa: None,
+                code: ResponseCode::Refused,
+            },
         };
-        if !in_zone {
-            metadata.response_code = ResponseCode::Refused;
-        } else if answers.is_empty() {
-            metadata.response_code = ResponseCode::NXDomain;
-        }
-        let response = builder.build(metadata, answers.iter(), [], [], []);
+        metadata.response_code = answer.code;
+        let response = builder.build(metadata, answer.answers.iter(), [], answer.soa.iter(), []);
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(_) => {

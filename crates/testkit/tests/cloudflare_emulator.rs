@@ -292,6 +292,30 @@ fn query(
     (answer.metadata.response_code, data)
 }
 
+/// The record types in the authority section of the answer to `name`/`kind`.
+fn authority(emulator: &Emulator, name: &str, kind: hickory_proto::rr::RecordType) -> Vec<String> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
+    use std::str::FromStr;
+    let mut message = Message::query();
+    message.add_query(Query::query(Name::from_str(name).unwrap(), kind));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+        .send_to(&message.to_vec().unwrap(), emulator.dns_addr)
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).unwrap();
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    answer
+        .authorities
+        .iter()
+        .map(|r| r.record_type().to_string())
+        .collect()
+}
+
 #[test]
 fn the_dns_server_answers_from_the_records() {
     use hickory_proto::op::ResponseCode;
@@ -324,6 +348,36 @@ fn the_dns_server_answers_from_the_records() {
     assert_eq!(
         query(&emulator, "www.elsewhere.net.", RecordType::A).0,
         ResponseCode::Refused
+    );
+
+    // As Cloudflare's servers: SOA and NS at the apex, NODATA for a name without the type
+    // (also an empty non-terminal), NXDOMAIN for none, the SOA in the authority of both.
+    let (code, soa) = query(&emulator, "example.com.", RecordType::SOA);
+    assert_eq!(code, ResponseCode::NoError);
+    assert!(
+        soa[0].starts_with("ada.ns.cloudflare.com. dns.cloudflare.com."),
+        "{soa:?}"
+    );
+    let (_, mut ns) = query(&emulator, "example.com.", RecordType::NS);
+    ns.sort();
+    assert_eq!(ns, ["ada.ns.cloudflare.com.", "bob.ns.cloudflare.com."]);
+    for name in ["www.example.com.", "example.com."] {
+        assert_eq!(
+            query(&emulator, name, RecordType::TXT),
+            (ResponseCode::NoError, vec![]),
+            "{name}: NODATA, not NXDOMAIN"
+        );
+        assert_eq!(authority(&emulator, name, RecordType::TXT), ["SOA"]);
+    }
+    emulator.add_record(&zone, "TXT", "_acme-challenge.deep.example.com", "t");
+    assert_eq!(
+        query(&emulator, "deep.example.com.", RecordType::A),
+        (ResponseCode::NoError, vec![]),
+        "an empty non-terminal exists"
+    );
+    assert_eq!(
+        authority(&emulator, "nope.example.com.", RecordType::A),
+        ["SOA"]
     );
 }
 

@@ -8,7 +8,7 @@ fn zone_json(z: &Zone) -> Value {
     json!({
         "id": z.id, "name": z.name, "status": "active", "paused": false, "type": "full",
         "development_mode": 0,
-        "name_servers": ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
+        "name_servers": crate::dns::NAME_SERVERS,
         "original_name_servers": null, "original_registrar": null, "original_dnshost": null,
         "created_on": "2024-01-01T00:00:00Z", "modified_on": "2024-01-01T00:00:00Z",
         "activated_on": "2024-01-01T00:00:00Z",
