@@ -153,3 +153,32 @@ fn the_wireguard_benchmark_prints_every_figure_for_a_small_network() {
     assert_eq!(figures["wg_hub_unchanged_steps"], 0.0);
     assert_eq!(figures["wg_hub_one_peer_added_steps"], 1.0);
 }
+
+#[test]
+fn the_acme_benchmark_prints_every_figure_for_two_certificates() {
+    let stdout = bench(&["acme", "--certificates", "2", "--parallel", "2"]);
+    let figures = figures(&stdout);
+    for side in ["gatehouse", "lego_sequential", "lego_parallel"] {
+        for figure in [
+            "total_ms",
+            "per_certificate_p50_ms",
+            "per_certificate_p99_ms",
+        ] {
+            let key = format!("{side}_{figure}");
+            assert!(
+                figures.get(key.as_str()).is_some_and(|v| *v > 0.0),
+                "{key} missing or zero:\n{stdout}"
+            );
+        }
+    }
+    assert_eq!(figures["certificates"], 2.0);
+    assert!(
+        figures.contains_key("lego_sequential_over_gatehouse"),
+        "{stdout}"
+    );
+    assert!(
+        figures.contains_key("lego_parallel_over_gatehouse"),
+        "{stdout}"
+    );
+    assert_eq!(figures["lego_propagation_checked"], 0.0, "{stdout}");
+}

@@ -3,8 +3,9 @@
 //! `Connect` stream sending real `Report`s, and prints figures as `key: value` lines; then
 //! bursts of certificates for one real agent ([`burst`]). `gatehouse-bench allowlist` measures
 //! allowlist check-ins instead ([`allowlist`]), `gatehouse-bench wireguard` WireGuard
-//! ([`wireguard`]).
+//! ([`wireguard`]), `gatehouse-bench acme` ACME against lego ([`acme`]).
 
+mod acme;
 mod allowlist;
 mod burst;
 mod fleet;
@@ -52,6 +53,9 @@ pub struct Options {
 pub enum Bench {
     /// Devices checking in to an allowlist mirrored at Cloudflare and enforced by a host's Caddy.
     Allowlist(allowlist::Options),
+    /// ACME: certificates from one Pebble by DNS-01 through the Cloudflare emulator, gatehouse
+    /// against lego one after another and several at a time.
+    Acme(acme::Options),
     /// WireGuard: address management, a hub's plan and apply on wireguard-go, a mesh's plan
     /// (root; run it in a network namespace of its own: it makes an interface).
     Wireguard(wireguard::Options),
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match options.bench.take() {
+        Some(Bench::Acme(o)) => runtime.block_on(acme::run(o)),
         Some(Bench::Allowlist(o)) => runtime.block_on(allowlist::run(o)),
         Some(Bench::Wireguard(o)) => runtime.block_on(wireguard::run(o)),
         None => runtime.block_on(fleet::run(options)),
