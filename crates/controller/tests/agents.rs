@@ -5,40 +5,39 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
-use gatehouse_agent::config::Config as AgentConfig;
-use gatehouse_common::transport::{ControllerUrl, unix_channel};
-use gatehouse_controller::secrets::{JOIN_PREFIX, Token};
+use gatehouse_common::transport::unix_channel;
 use gatehouse_controller::server::{self, Running};
-use gatehouse_controller::tokens;
 use gatehouse_proto::v1::admin_service_client::AdminServiceClient;
-use gatehouse_proto::v1::{HostFacts, LabelAgentsRequest, ListAgentsRequest};
+use gatehouse_proto::v1::{LabelAgentsRequest, ListAgentsRequest};
 use tokio_util::sync::CancellationToken;
 
 type Admin = AdminServiceClient<tonic::transport::Channel>;
 
 /// Enrolls an agent (identity only) with `role` as its token's label; its id.
 async fn enroll(running: &Running, root: &std::path::Path, role: &str) -> String {
-    let token = Token::generate(JOIN_PREFIX);
     let labels = BTreeMap::from([("role".to_owned(), role.to_owned())]);
-    tokens::create_join_token(&running.shared, &token, Duration::from_secs(60), labels)
+    support::enroll(running, root, labels).await
+}
+
+/// One `LabelAgents` call.
+async fn label(
+    admin: &mut Admin,
+    selector: &str,
+    set: &[(&str, &str)],
+    remove: &[&str],
+) -> Result<gatehouse_proto::v1::LabelAgentsResponse, tonic::Status> {
+    admin
+        .label_agents(LabelAgentsRequest {
+            selector: selector.into(),
+            set: set
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            remove: remove.iter().map(|k| (*k).to_owned()).collect(),
+        })
         .await
-        .unwrap();
-    let port = running.agent_addr.port();
-    let url = ControllerUrl::parse(&format!("https://127.0.0.1:{port}"), port).unwrap();
-    let paths = AgentConfig::with_root(root).paths;
-    gatehouse_agent::enroll::enroll(
-        &paths,
-        &url,
-        &token.reveal(),
-        running.ca_hash(),
-        HostFacts::default(),
-    )
-    .await
-    .unwrap()
-    .agent_id
-    .to_string()
+        .map(tonic::Response::into_inner)
 }
 
 /// Every page of a walk with `selector`; the ids in order, and the size of each page.
@@ -161,15 +160,9 @@ async fn pages_hold_every_agent_once_while_agents_enroll_and_filters_run_on_the_
     assert!(bad.message().contains("page token"), "{}", bad.message());
 
     // One call relabels every matching agent, each in a new generation.
-    let done = admin
-        .label_agents(LabelAgentsRequest {
-            selector: "role=edge".into(),
-            set: [("region".to_owned(), "fra".to_owned())].into(),
-            remove: vec![],
-        })
+    let done = label(&mut admin, "role=edge", &[("region", "fra")], &[])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(done.matched as usize, edge.len());
     assert_eq!(done.changed, done.matched);
     let fra: BTreeSet<String> = walk(&mut admin, "region=fra,role=edge", "")
@@ -188,33 +181,16 @@ async fn pages_hold_every_agent_once_while_agents_enroll_and_filters_run_on_the_
         state.state.labels.get("region").map(String::as_str),
         Some("fra")
     );
-    let again = admin
-        .label_agents(LabelAgentsRequest {
-            selector: "role=edge".into(),
-            set: [("region".to_owned(), "fra".to_owned())].into(),
-            remove: vec![],
-        })
+    let again = label(&mut admin, "role=edge", &[("region", "fra")], &[])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(again.changed, 0, "nothing to change the second time");
-    let removed = admin
-        .label_agents(LabelAgentsRequest {
-            selector: "region=fra".into(),
-            remove: vec!["region".into()],
-            ..Default::default()
-        })
+    let removed = label(&mut admin, "region=fra", &[], &["region"])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(removed.changed as usize, edge.len());
     assert!(walk(&mut admin, "region", "").await.is_empty());
-    let none = admin
-        .label_agents(LabelAgentsRequest {
-            selector: "role=nothing".into(),
-            set: [("x".to_owned(), "y".to_owned())].into(),
-            remove: vec![],
-        })
+    let none = label(&mut admin, "role=nothing", &[("x", "y")], &[])
         .await
         .unwrap_err();
     assert_eq!(none.code(), tonic::Code::NotFound);

@@ -7,16 +7,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use gatehouse_agent::config::Config as AgentConfig;
-use gatehouse_common::transport::ControllerUrl;
 use gatehouse_controller::error::Error;
-use gatehouse_controller::secrets::{JOIN_PREFIX, Token};
 use gatehouse_controller::server::{self, Running};
-use gatehouse_controller::tokens;
 use gatehouse_controller::wireguard::networks::{self, NewNetwork};
 use gatehouse_controller::wireguard::peers::{self, NewClient, NewHost};
 use gatehouse_proto::names::WgKey;
-use gatehouse_proto::v1::HostFacts;
 use tokio_util::sync::CancellationToken;
 
 async fn controller(dir: &std::path::Path) -> Running {
@@ -28,29 +23,7 @@ async fn controller(dir: &std::path::Path) -> Running {
 
 /// Enrolls an agent (its identity only; it does not run); its id.
 async fn agent(running: &Running, root: &std::path::Path) -> String {
-    let token = Token::generate(JOIN_PREFIX);
-    tokens::create_join_token(
-        &running.shared,
-        &token,
-        Duration::from_secs(60),
-        BTreeMap::new(),
-    )
-    .await
-    .unwrap();
-    let port = running.agent_addr.port();
-    let url = ControllerUrl::parse(&format!("https://127.0.0.1:{port}"), port).unwrap();
-    let paths = AgentConfig::with_root(root).paths;
-    gatehouse_agent::enroll::enroll(
-        &paths,
-        &url,
-        &token.reveal(),
-        running.ca_hash(),
-        HostFacts::default(),
-    )
-    .await
-    .unwrap()
-    .agent_id
-    .to_string()
+    support::enroll(running, root, BTreeMap::new()).await
 }
 
 /// A key that parses as one (its bytes from `n`).

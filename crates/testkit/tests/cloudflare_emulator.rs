@@ -267,11 +267,12 @@ fn bad_tokens_rate_limits_and_server_errors() {
 }
 
 /// Asks the emulator's DNS server over UDP.
-fn query(
+/// Sends one question to the emulator's DNS server; the answer.
+fn ask(
     emulator: &Emulator,
     name: &str,
     kind: hickory_proto::rr::RecordType,
-) -> (hickory_proto::op::ResponseCode, Vec<String>) {
+) -> hickory_proto::op::Message {
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::Name;
     use std::str::FromStr;
@@ -287,29 +288,23 @@ fn query(
         .unwrap();
     let mut buf = [0u8; 4096];
     let n = socket.recv(&mut buf).unwrap();
-    let answer = Message::from_vec(&buf[..n]).unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+/// The response code and the answers' data.
+fn query(
+    emulator: &Emulator,
+    name: &str,
+    kind: hickory_proto::rr::RecordType,
+) -> (hickory_proto::op::ResponseCode, Vec<String>) {
+    let answer = ask(emulator, name, kind);
     let data = answer.answers.iter().map(|r| r.data.to_string()).collect();
     (answer.metadata.response_code, data)
 }
 
-/// The record types in the authority section of the answer to `name`/`kind`.
+/// The record types in the authority section of the answer.
 fn authority(emulator: &Emulator, name: &str, kind: hickory_proto::rr::RecordType) -> Vec<String> {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::Name;
-    use std::str::FromStr;
-    let mut message = Message::query();
-    message.add_query(Query::query(Name::from_str(name).unwrap(), kind));
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    socket
-        .send_to(&message.to_vec().unwrap(), emulator.dns_addr)
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    let n = socket.recv(&mut buf).unwrap();
-    let answer = Message::from_vec(&buf[..n]).unwrap();
-    answer
+    ask(emulator, name, kind)
         .authorities
         .iter()
         .map(|r| r.record_type().to_string())
