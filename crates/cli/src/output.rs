@@ -1,6 +1,6 @@
 //! Printing: aligned tables for people, JSON for scripts, and readable times.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use gatehouse_proto::text::escape;
 
@@ -89,7 +89,7 @@ pub fn time(unix: i64) -> String {
     if unix <= 0 {
         return "-".into();
     }
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix as u64)).to_string()
+    gatehouse_common::rfc3339(unix)
 }
 
 /// A Unix time as "5m ago" / "in 1h", or "-" for 0.

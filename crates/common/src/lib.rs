@@ -29,6 +29,12 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// A Unix time as RFC 3339 in UTC, to the second (times before 1970 as 1970).
+pub fn rfc3339(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// An error and its sources on one line (a source already in the text is not repeated).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();

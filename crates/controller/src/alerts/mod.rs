@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::Shared;
 use crate::error::Result;
-use crate::store::{AlertRow, AlertState, Leader, LeaderJob};
+use crate::store::{AlertRow, AlertState, LeaderJob, Leadership};
 
 /// An alert's identity: its rule and labels.
 pub fn fingerprint(rule: &str, labels: &BTreeMap<String, String>) -> String {
@@ -117,28 +117,15 @@ const FOLLOW: Duration = Duration::from_secs(15);
 /// Evaluates the rules every `alerts.interval` and delivers notifications, while this
 /// controller leads the job; until `shutdown`.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut leader: Option<Leader> = None;
+    let mut leadership = Leadership::new(LeaderJob::Alerts, FOLLOW);
     let mut delivery = notify::Delivery::new();
     let mut next_evaluation = tokio::time::Instant::now();
     let mut next_resend = tokio::time::Instant::now();
     loop {
-        let leads = match &mut leader {
-            Some(l) => l.still().await,
-            None => false,
-        };
-        if !leads {
-            leader = match shared.store.try_lead(LeaderJob::Alerts).await {
-                Ok(l) => l,
-                Err(e) => {
-                    warn!("cannot take the alerts leader lock: {e}");
-                    None
-                }
-            };
-            if leader.is_none() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(FOLLOW) => continue,
-                }
+        if !leadership.leads(&shared.store).await {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(FOLLOW) => continue,
             }
         }
         let config = shared.config().alerts.clone();

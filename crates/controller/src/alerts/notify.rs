@@ -6,7 +6,7 @@
 //! and webhooks, which get Alertmanager's webhook JSON (version 4).
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -90,10 +90,7 @@ impl Notice {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
-        .to_string()
-}
+use gatehouse_common::rfc3339;
 
 /// The configured receivers, as the outbox names them.
 pub fn receivers(c: &AlertsConfig) -> Vec<String> {

@@ -62,12 +62,7 @@ fn condition(
     }
 }
 
-fn when(unix: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64),
-    )
-    .to_string()
-}
+use gatehouse_common::rfc3339 as when;
 
 /// Evaluates every rule at `now`.
 pub async fn evaluate(shared: &Shared, c: &AlertsConfig, now: i64) -> Result<Findings> {

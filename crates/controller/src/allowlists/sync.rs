@@ -22,7 +22,7 @@ use crate::cloudflare::Client;
 use crate::cloudflare::accounts::client;
 use crate::cloudflare::lists::ListItem;
 use crate::error::{Error, Result};
-use crate::store::{AllowlistRow, Leader, LeaderJob};
+use crate::store::{AllowlistRow, LeaderJob, Leadership};
 
 /// How often the lists are looked at (expiry is decided by the clock, so this is how late an
 /// expired entry may leave a list), besides every change.
@@ -135,31 +135,12 @@ impl Statuses {
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut known: HashMap<(String, Target), Known> = HashMap::new();
     let mut accounts: HashMap<String, (Client, String)> = HashMap::new();
-    let mut leader: Option<Leader> = None;
-    let mut asked = None::<tokio::time::Instant>;
+    let mut leadership = Leadership::new(LeaderJob::AllowlistSync, FOLLOW);
     loop {
         let changed = shared.allowlists_changed.notified();
         // Every controller computes the sets (its own hosts' Caddy matchers need them); one,
         // the leader, mirrors them at Cloudflare.
-        let leads = match &mut leader {
-            Some(l) => l.still().await,
-            None => false,
-        };
-        if !leads {
-            leader = None;
-            if asked.is_none_or(|t| t.elapsed() >= FOLLOW) {
-                asked = Some(tokio::time::Instant::now());
-                match shared.store.try_lead(LeaderJob::AllowlistSync).await {
-                    Ok(Some(l)) => {
-                        info!("this controller now mirrors allowlists at Cloudflare");
-                        leader = Some(l);
-                    }
-                    Ok(None) => {}
-                    Err(e) => warn!("cannot take the allowlist sync leader lock: {e}"),
-                }
-            }
-        }
-        let mirror = leader.is_some();
+        let mirror = leadership.leads(&shared.store).await;
         if let Err(e) = round(&shared, &mut known, &mut accounts, mirror).await {
             warn!("allowlist sync: {e}");
         }

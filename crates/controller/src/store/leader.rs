@@ -60,6 +60,54 @@ impl Store {
     }
 }
 
+/// A job's leadership as its loop sees it: whether this controller leads now, asking for the
+/// lock at most every `follow` while another controller holds it.
+#[derive(Debug)]
+pub struct Leadership {
+    job: LeaderJob,
+    follow: std::time::Duration,
+    leader: Option<Leader>,
+    asked: Option<tokio::time::Instant>,
+}
+
+impl Leadership {
+    pub fn new(job: LeaderJob, follow: std::time::Duration) -> Self {
+        Self {
+            job,
+            follow,
+            leader: None,
+            asked: None,
+        }
+    }
+
+    /// Whether this controller leads `job` now (taking the lock when it is free).
+    pub async fn leads(&mut self, store: &Store) -> bool {
+        if let Some(l) = &mut self.leader {
+            if l.still().await {
+                return true;
+            }
+            tracing::warn!(job = ?self.job, "lost the leader lock");
+            self.leader = None;
+        }
+        if self.asked.is_some_and(|t| t.elapsed() < self.follow) {
+            return false;
+        }
+        self.asked = Some(tokio::time::Instant::now());
+        match store.try_lead(self.job).await {
+            Ok(Some(l)) => {
+                tracing::info!(job = ?self.job, "this controller now leads the job");
+                self.leader = Some(l);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(job = ?self.job, "cannot take the leader lock: {e}");
+                false
+            }
+        }
+    }
+}
+
 impl Leader {
     /// Whether this controller still leads (its lock's connection is alive).
     pub async fn still(&mut self) -> bool {

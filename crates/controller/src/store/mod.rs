@@ -36,7 +36,7 @@ pub use audit::AuditRow;
 pub use cloudflare::{CloudflareAccountRow, CloudflareSiteRow};
 pub use history::SampleRow;
 pub use join_tokens::{JoinTokenRow, RedeemError};
-pub use leader::{Leader, LeaderJob};
+pub use leader::{Leader, LeaderJob, Leadership};
 pub use tunnels::{TunnelRecord, TunnelRouteRow, TunnelRow};
 pub use wireguard::{WgNetworkRow, WgPeerRow};
 

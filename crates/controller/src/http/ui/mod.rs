@@ -281,12 +281,9 @@ fn when(unix: i64) -> String {
     if unix <= 0 {
         return "—".into();
     }
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix as u64),
-    )
-    .to_string()
-    .replace('T', " ")
-    .replace('Z', " UTC")
+    gatehouse_common::rfc3339(unix)
+        .replace('T', " ")
+        .replace('Z', " UTC")
 }
 
 /// How long ago (or from now) `unix` is, roughly.
